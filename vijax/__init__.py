@@ -1,0 +1,96 @@
+"""vijax: programmable variational inference in JAX.
+
+Write a model and a variational family as programs, pick an objective (or write one), choose per
+site how its expectation is differentiated, and fit with a compiled loop::
+
+    import vijax as vj
+    family = vj.mean_field_normal(model)
+    result = vj.fit(vj.elbo(model, family), family.init(key, x), optax.adam(1e-2), key, x,
+                    num_steps=5000)
+
+Layers (imports point down only): ``core`` → ``estimators`` → ``objectives`` → ``families`` →
+``infer`` → ``models``.
+"""
+
+from vijax.core import (
+    as_numpyro_distribution,
+    block,
+    condition,
+    deterministic,
+    factor,
+    log_density,
+    mask,
+    plate,
+    replay,
+    sample,
+    scale,
+    seed,
+    substitute,
+    trace,
+)
+from vijax.estimators import (
+    constant,
+    leave_one_out,
+    no_baseline,
+    reparameterized,
+    running_mean,
+    score_function,
+    with_estimators,
+)
+from vijax.families import mean_field_normal
+from vijax.infer import FitResult, FitState, NonFiniteError, fit, predictive, sample_posterior
+from vijax.objectives import (
+    GradientEstimator,
+    ModelAndFamilyParams,
+    Terms,
+    elbo,
+    grad_estimate,
+    gradient_estimator,
+    iwae,
+    particle_log_mean_exp,
+    particle_mean,
+    value_and_grad_estimate,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "FitResult",
+    "FitState",
+    "GradientEstimator",
+    "ModelAndFamilyParams",
+    "NonFiniteError",
+    "Terms",
+    "as_numpyro_distribution",
+    "block",
+    "condition",
+    "constant",
+    "deterministic",
+    "elbo",
+    "factor",
+    "fit",
+    "grad_estimate",
+    "gradient_estimator",
+    "iwae",
+    "leave_one_out",
+    "log_density",
+    "mask",
+    "mean_field_normal",
+    "no_baseline",
+    "particle_log_mean_exp",
+    "particle_mean",
+    "plate",
+    "predictive",
+    "reparameterized",
+    "replay",
+    "running_mean",
+    "sample",
+    "sample_posterior",
+    "scale",
+    "score_function",
+    "seed",
+    "substitute",
+    "trace",
+    "value_and_grad_estimate",
+    "with_estimators",
+]

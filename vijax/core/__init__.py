@@ -1,0 +1,28 @@
+"""Programs: primitives, effect handlers and log-densities (knows nothing of the layers above)."""
+
+from vijax.core.density import check_site_shape, log_density, site_axes, site_log_prob
+from vijax.core.distrax_adapter import DistraxDistribution, as_numpyro_distribution
+from vijax.core.handlers import block, condition, mask, replay, scale, seed, substitute, trace
+from vijax.core.primitives import ESTIMATOR_KEY, deterministic, factor, plate, sample
+
+__all__ = [
+    "ESTIMATOR_KEY",
+    "DistraxDistribution",
+    "as_numpyro_distribution",
+    "block",
+    "check_site_shape",
+    "condition",
+    "deterministic",
+    "factor",
+    "log_density",
+    "mask",
+    "plate",
+    "replay",
+    "sample",
+    "scale",
+    "seed",
+    "site_axes",
+    "site_log_prob",
+    "substitute",
+    "trace",
+]

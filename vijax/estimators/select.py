@@ -1,0 +1,51 @@
+"""Choosing strategies from outside a program: the ``with_estimators`` handler."""
+
+from __future__ import annotations
+
+from numpyro.primitives import Messenger
+
+from vijax.core import ESTIMATOR_KEY
+from vijax.core.handlers import SiteNameChecked
+from vijax.estimators.strategies import check_strategy, default_strategy
+
+__all__ = ["site_strategy", "with_estimators"]
+
+
+class with_estimators(SiteNameChecked, Messenger):
+    """Set the gradient strategy of named sites without editing the program.
+
+    ``with_estimators(family, {"z": vj.score_function(baseline=vj.leave_one_out())})`` is the
+    family with site ``z`` differentiated by the score function; the mapping overrides a
+    strategy chosen at the site. Names that are not sample sites of the program raise
+    ``ValueError`` when it returns.
+
+    Example:
+        >>> import jax, numpyro.distributions as dist
+        >>> import vijax as vj
+        >>> def family(params):
+        ...     vj.sample("z", dist.Normal(params, 1.0))
+        >>> family_sf = vj.with_estimators(family, {"z": vj.score_function()})
+    """
+
+    _handler_name = "with_estimators"
+
+    def __init__(self, fn=None, estimators: dict | None = None):
+        estimators = dict(estimators or {})
+        for name, strategy in estimators.items():
+            check_strategy(strategy, name)
+        self.estimators = estimators
+        super().__init__(fn)
+
+    def _expected_names(self):
+        return self.estimators
+
+    def process_message(self, msg) -> None:
+        super().process_message(msg)
+        if msg["type"] == "sample" and msg["name"] in self.estimators:
+            msg["infer"] = {**(msg.get("infer") or {}), ESTIMATOR_KEY: self.estimators[msg["name"]]}
+
+
+def site_strategy(msg: dict):
+    """The strategy of a site: chosen at the site or from outside, else the default rule."""
+    strategy = (msg.get("infer") or {}).get(ESTIMATOR_KEY)
+    return default_strategy(msg["fn"]) if strategy is None else strategy

@@ -1,0 +1,106 @@
+r"""Per-site gradient strategies: how the expectation over one random choice is differentiated.
+
+An objective is an expectation ``L(φ) = E_{z ~ q_φ}[f(z, φ)]``. Each sampled site of the family
+says how its part of ``∇_φ L`` is estimated:
+
+- :func:`reparameterized` (pathwise; Kingma & Welling 2014; Rezende et al. 2014): write
+  ``z = g_φ(ε)`` with ``ε`` parameter-free, so ``∇_φ L = E_ε[∇_φ f(g_φ(ε), φ)]``. Needs a
+  distribution with ``rsample`` (``has_rsample``).
+- :func:`score_function` (REINFORCE; Williams 1992): ``∇_φ L = E_z[∇_φ f(z, φ) + (f(z, φ) − b)
+  ∇_φ log q_φ(z)]``, valid for any distribution, with a baseline ``b`` (see
+  :mod:`vijax.estimators.baselines`) and Rao-Blackwellized over plates.
+
+The default rule (:func:`default_strategy`) reparameterizes when the distribution supports it
+and uses the score function otherwise. A strategy is chosen at the site
+(``vj.sample("z", d, estimator=vj.score_function())``), from outside with
+:func:`vijax.with_estimators`, or left to the default rule.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import jax
+
+from vijax.estimators.baselines import NoBaseline
+
+__all__ = [
+    "Reparameterized",
+    "ScoreFunction",
+    "default_strategy",
+    "draw",
+    "reparameterized",
+    "score_function",
+]
+
+
+@dataclass(frozen=True)
+class Reparameterized:
+    """Pathwise gradient through the sample ``z = g_φ(ε)``."""
+
+    uses_score = False
+    name = "reparameterized"
+
+
+@dataclass(frozen=True)
+class ScoreFunction:
+    """Score-function (REINFORCE) gradient ``(f − b) ∇ log q`` with a ``baseline``."""
+
+    baseline: object = field(default_factory=NoBaseline)
+    uses_score = True
+    name = "score_function"
+
+
+def reparameterized() -> Reparameterized:
+    """The pathwise (reparameterization) strategy."""
+    return Reparameterized()
+
+
+def score_function(baseline=None) -> ScoreFunction:
+    """The score-function (REINFORCE) strategy with an optional ``baseline``.
+
+    Args:
+      baseline: ``None`` (no baseline), ``vj.constant(c)``, ``vj.running_mean(decay)`` or
+        ``vj.leave_one_out()``.
+    """
+    if baseline is None:
+        baseline = NoBaseline()
+    if not (hasattr(baseline, "advantage") and hasattr(baseline, "init")):
+        raise ValueError(f"score_function: baseline must be a vijax baseline, got {baseline!r}")
+    return ScoreFunction(baseline)
+
+
+STRATEGY_TYPES = (Reparameterized, ScoreFunction)
+
+
+def default_strategy(fn):
+    """Reparameterize when ``fn`` has ``rsample``, else use the score function."""
+    return Reparameterized() if fn.has_rsample else ScoreFunction()
+
+
+def check_strategy(strategy, site: str) -> None:
+    """Raise a ``ValueError`` naming ``site`` when ``strategy`` is not a vijax strategy."""
+    if not isinstance(strategy, STRATEGY_TYPES):
+        raise ValueError(
+            f"site {site!r}: estimator must be a vijax strategy such as vj.reparameterized() "
+            f"or vj.score_function(), got {strategy!r}"
+        )
+
+
+def draw(msg: dict, strategy) -> None:
+    """Draw the value of a fresh sample site according to ``strategy`` (sets ``msg``'s value).
+
+    Reparameterized draws keep the gradient path ``φ → z``; score-function draws stop it, so
+    that ``z`` enters the objective as a constant and its gradient comes from the score term.
+    """
+    fn, name = msg["fn"], msg["name"]
+    check_strategy(strategy, name)
+    if isinstance(strategy, Reparameterized) and not fn.has_rsample:
+        raise ValueError(
+            f"site {name!r}: reparameterization asked of {type(fn).__name__}, which has no "
+            "rsample; use vj.score_function() (or leave the estimator to the default rule)"
+        )
+    value, intermediates = fn(*msg["args"], sample_intermediates=True, **msg["kwargs"])
+    if strategy.uses_score:
+        value, intermediates = jax.lax.stop_gradient(value), []
+    msg["value"], msg["intermediates"] = value, intermediates

@@ -1,0 +1,305 @@
+r"""The fit loop: optax steps in compiled chunks, a progress bar between chunks.
+
+:func:`fit` maximizes an objective by stochastic gradient ascent,
+
+    φ_{t+1} = φ_t + optimizer(ĝ_t),   E[ĝ_t] = ∇_φ L(φ_t),
+
+with ``ĝ_t`` from :func:`vijax.gradient_estimator`. Steps run inside one jitted program per
+chunk (a ``fori_loop`` whose trip count is an argument, so every chunk, the last partial one
+included, reuses one compilation); the progress bar and the non-finite check read each chunk's
+values while the next chunk is already running, so they cost no device time. A second ``fit``
+with the same objective, optimizer and shapes reuses the compiled chunk.
+
+Minibatches: pass ``data=(x, y, ...)`` (arrays with a leading axis of length ``N``) and
+``batch_size=B``. The data stays on the device; each epoch draws a permutation, and step ``t``
+calls ``objective(params, key_t, *args, *batch_t)``. The model scales its likelihood with
+``plate(name, N, subsample_size=B)``.
+
+A step whose objective or gradient is not finite is not applied; the run stops at the end of
+that chunk with :class:`NonFiniteError`, which names the step and the parameters whose gradient
+was not finite, and carries the last good state (``error.result``), so nothing is lost.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from tqdm.auto import tqdm
+
+from vijax.objectives import gradient_estimator
+
+__all__ = ["FitResult", "FitState", "NonFiniteError", "fit"]
+
+
+class FitState(NamedTuple):
+    """Everything a run needs to continue: pass it back as ``fit(..., state=state)``."""
+
+    params: Any
+    opt_state: Any
+    estimator_state: Any
+    key: jax.Array
+    step: jax.Array
+    permutation: jax.Array
+    bad_step: jax.Array  # first non-finite step, or -1
+
+
+class FitResult(NamedTuple):
+    """``params`` after the run, the objective value at every step, and the state to resume."""
+
+    params: Any
+    history: np.ndarray
+    state: FitState
+
+
+class NonFiniteError(FloatingPointError):
+    """The objective or its gradient went non-finite; ``result`` holds the last good state."""
+
+    def __init__(self, message: str, result: FitResult):
+        super().__init__(message)
+        self.result = result
+
+
+def _check_finite_inputs(args, data) -> None:
+    for where, tree in (("argument", args), ("data", data)):
+        for index, leaf in enumerate(tree):
+            for path, array in jax.tree_util.tree_leaves_with_path(leaf):
+                array = np.asarray(array)
+                if np.issubdtype(array.dtype, np.floating) and not np.all(np.isfinite(array)):
+                    label = f"{where} {index}{jax.tree_util.keystr(path)}"
+                    raise ValueError(f"fit: {label} contains NaN or infinite values")
+
+
+def _all_finite(tree) -> jax.Array:
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]
+    return jnp.stack(leaves).all() if leaves else jnp.array(True)
+
+
+def _data_key(key):
+    """The key of the data permutations (distinct from every step key ``fold_in(key, t)``)."""
+    return jax.random.fold_in(key, 2**31 - 1)
+
+
+def _batch(data, permutation, position, batch_size):
+    start = position * batch_size
+    indices = jax.lax.dynamic_slice_in_dim(permutation, start, batch_size)
+    return tuple(jnp.take(x, indices, axis=0) for x in data)
+
+
+@functools.partial(jax.jit, static_argnames=("objective", "optimizer", "chunk_size", "batch_size"))
+def _run_chunk(state, args, data, num_steps, *, objective, optimizer, chunk_size, batch_size):
+    estimator = gradient_estimator(objective)
+    num_data = data[0].shape[0] if data else 0
+    steps_per_epoch = num_data // batch_size if data else 1
+
+    def body(i, carry):
+        state, values = carry
+        step_key = jax.random.fold_in(state.key, state.step)
+        batch, permutation = (), state.permutation
+        if data:
+            epoch, position = jnp.divmod(state.step, steps_per_epoch)
+            permutation = jax.lax.cond(
+                position == 0,
+                lambda: jax.random.permutation(
+                    jax.random.fold_in(_data_key(state.key), epoch), num_data
+                ),
+                lambda: permutation,
+            )
+            batch = _batch(data, permutation, position, batch_size)
+        value, grads, estimator_state = estimator.estimate(
+            state.params, state.estimator_state, step_key, *args, *batch
+        )
+        updates, opt_state = optimizer.update(
+            jax.tree.map(jnp.negative, grads), state.opt_state, state.params
+        )
+        params = optax.apply_updates(state.params, updates)
+        ok = jnp.isfinite(value) & _all_finite(grads) & (state.bad_step < 0)
+        keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)  # noqa: E731
+        new_state = FitState(
+            params=keep(params, state.params),
+            opt_state=keep(opt_state, state.opt_state),
+            estimator_state=keep(estimator_state, state.estimator_state),
+            key=state.key,
+            step=jnp.where(ok, state.step + 1, state.step),
+            permutation=permutation,
+            bad_step=jnp.where(ok | (state.bad_step >= 0), state.bad_step, state.step),
+        )
+        return new_state, values.at[i].set(value)
+
+    values = jnp.full((chunk_size,), jnp.nan)
+    return jax.lax.fori_loop(0, num_steps, body, (state, values))
+
+
+def _initial_state(objective, params, optimizer, key, args, data, batch_size):
+    if not jax.dtypes.issubdtype(jnp.asarray(key).dtype, jax.dtypes.prng_key):
+        key = jax.random.wrap_key_data(key) if jnp.asarray(key).dtype == jnp.uint32 else key
+    estimator = gradient_estimator(objective)
+    batch = tuple(x[:batch_size] for x in data) if data else ()
+    estimator_state = estimator.init(params, key, *args, *batch)
+    permutation = jnp.arange(data[0].shape[0]) if data else jnp.zeros((0,), jnp.int32)
+    return FitState(
+        params=params,
+        opt_state=optimizer.init(params),
+        estimator_state=estimator_state,
+        key=key,
+        step=jnp.zeros((), jnp.int32),
+        permutation=permutation,
+        bad_step=jnp.full((), -1, jnp.int32),
+    )
+
+
+def fit(
+    objective: Callable,
+    params: Any,
+    optimizer: optax.GradientTransformation,
+    key: jax.Array,
+    *args,
+    num_steps: int,
+    data: tuple | None = None,
+    batch_size: int | None = None,
+    state: FitState | None = None,
+    chunk_size: int = 250,
+    progress: bool = True,
+) -> FitResult:
+    """Maximize ``objective(params, key, *args)`` with ``optimizer`` for ``num_steps`` steps.
+
+    Args:
+      objective: an objective to maximize (``vj.elbo(...)``, ``vj.iwae(...)`` or your own).
+        Keep the same objective and optimizer objects across calls to reuse the compilation.
+      params: initial parameters (ignored when ``state`` is given).
+      optimizer: an optax transformation (it minimizes; ``fit`` feeds it ``−ĝ``).
+      key: a ``jax.random.key``; step ``t`` uses ``fold_in(key, t)``, so a resumed run draws
+        what an uninterrupted one would.
+      *args: the objective's arguments (arrays stay on the device).
+      num_steps: steps to run in this call.
+      data: optional tuple of arrays minibatched along their leading axis.
+      batch_size: minibatch size (required with ``data``).
+      state: a :class:`FitState` from an earlier call, to continue from it.
+      chunk_size: steps per compiled chunk; the progress bar moves once per chunk.
+      progress: show a tqdm progress bar.
+
+    Returns:
+      A :class:`FitResult` ``(params, history, state)``.
+
+    Raises:
+      ValueError: bad arguments, or NaN / infinite values in ``args`` or ``data``.
+      NonFiniteError: the objective or its gradient became non-finite.
+
+    Example:
+        >>> import jax, jax.numpy as jnp, optax, numpyro.distributions as dist
+        >>> import vijax as vj
+        >>> def model(x):
+        ...     mu = vj.sample("mu", dist.Normal(0.0, 10.0))
+        ...     with vj.plate("data", x.shape[0]):
+        ...         vj.sample("x", dist.Normal(mu, 1.0), obs=x)
+        >>> family = vj.mean_field_normal(model)
+        >>> x = jnp.arange(10.0)
+        >>> result = vj.fit(vj.elbo(model, family), family.init(jax.random.key(0), x),
+        ...                 optax.adam(0.1), jax.random.key(1), x, num_steps=2000,
+        ...                 progress=False)
+        >>> bool(abs(result.params["loc"]["mu"] - 4.4955) < 0.15)
+        True
+    """
+    if not isinstance(num_steps, int) or num_steps < 0:
+        raise ValueError(f"fit: num_steps must be a non-negative int, got {num_steps!r}")
+    if not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"fit: chunk_size must be a positive int, got {chunk_size!r}")
+    if not (hasattr(optimizer, "init") and hasattr(optimizer, "update")):
+        raise ValueError("fit: optimizer must be an optax GradientTransformation")
+    data = tuple(data) if data is not None else ()
+    if data:
+        if batch_size is None or not 0 < batch_size <= data[0].shape[0]:
+            raise ValueError(
+                f"fit: batch_size must be in [1, {data[0].shape[0]}] with data, got {batch_size!r}"
+            )
+        lengths = {x.shape[0] for x in data}
+        if len(lengths) != 1:
+            raise ValueError(f"fit: data arrays have different leading lengths {sorted(lengths)}")
+    else:
+        batch_size = None
+    _check_finite_inputs(args, data)
+    if state is None:
+        state = _initial_state(objective, params, optimizer, key, args, data, batch_size)
+    else:
+        state = state._replace(bad_step=jnp.full((), -1, jnp.int32))
+
+    run = functools.partial(
+        _run_chunk,
+        objective=objective,
+        optimizer=optimizer,
+        chunk_size=chunk_size,
+        batch_size=batch_size,
+    )
+    history: list[np.ndarray] = []
+    first_step = int(state.step)
+    bar = tqdm(total=num_steps, disable=not progress, desc="fit", unit="step")
+    pending = None
+    done = 0
+
+    def collect(chunk_values, count):
+        values = np.asarray(chunk_values)[:count]
+        history.append(values)
+        bar.update(count)
+        if count and np.isfinite(values[-1]):
+            bar.set_postfix(objective=f"{values[-1]:.4g}", refresh=False)
+
+    try:
+        while done < num_steps:
+            count = min(chunk_size, num_steps - done)
+            state, values = run(state, args, data, count)
+            if pending is not None:
+                collect(pending[0], pending[1])
+                if int(pending[2].bad_step) >= 0:
+                    break
+            pending = (values, count, state)
+            done += count
+        if pending is not None:
+            collect(pending[0], pending[1])
+    finally:
+        bar.close()
+
+    all_values = np.concatenate(history) if history else np.zeros((0,))
+    bad_step = int(state.bad_step)
+    if bad_step >= 0:
+        good = all_values[: bad_step - first_step]
+        result = FitResult(state.params, good, state)
+        where = _non_finite_gradients(objective, state, args, data, batch_size, bad_step)
+        raise NonFiniteError(
+            f"fit: the objective or its gradient is not finite at step {bad_step}{where}; "
+            f"training stopped with the parameters of step {bad_step} (see error.result)",
+            result,
+        )
+    return FitResult(state.params, all_values, state)
+
+
+def _non_finite_gradients(objective, state, args, data, batch_size, step) -> str:
+    """Re-run the failing step once (outside the loop) to name what went non-finite."""
+    try:
+        estimator = gradient_estimator(objective)
+        batch = ()
+        if data:
+            steps_per_epoch = data[0].shape[0] // batch_size
+            epoch, position = divmod(step, steps_per_epoch)
+            permutation = jax.random.permutation(
+                jax.random.fold_in(_data_key(state.key), epoch), data[0].shape[0]
+            )
+            batch = _batch(data, permutation, position, batch_size)
+        value, grads, _ = jax.jit(estimator.estimate)(
+            state.params, state.estimator_state, jax.random.fold_in(state.key, step), *args, *batch
+        )
+    except Exception:  # diagnosis only; the NonFiniteError itself is what matters
+        return ""
+    bad = [
+        jax.tree_util.keystr(path)
+        for path, g in jax.tree_util.tree_leaves_with_path(grads)
+        if not np.all(np.isfinite(np.asarray(g)))
+    ]
+    parts = [f" (objective value {float(value):.4g}"]
+    if bad:
+        parts.append(f"; non-finite gradient at params{', params'.join(bad)}")
+    return "".join(parts) + ")"

@@ -1,0 +1,37 @@
+"""Objectives as programs and the expectation API that differentiates them."""
+
+from vijax.objectives.elbo import ELBO, elbo
+from vijax.objectives.expectation import (
+    GradientEstimator,
+    Terms,
+    grad_estimate,
+    gradient_estimator,
+    particle_log_mean_exp,
+    particle_mean,
+    value_and_grad_estimate,
+)
+from vijax.objectives.iwae import IWAE, iwae
+from vijax.objectives.programs import (
+    ModelAndFamilyParams,
+    elbo_terms,
+    importance_traces,
+    log_weight_terms,
+)
+
+__all__ = [
+    "ELBO",
+    "IWAE",
+    "GradientEstimator",
+    "ModelAndFamilyParams",
+    "Terms",
+    "elbo",
+    "elbo_terms",
+    "grad_estimate",
+    "gradient_estimator",
+    "importance_traces",
+    "iwae",
+    "log_weight_terms",
+    "particle_log_mean_exp",
+    "particle_mean",
+    "value_and_grad_estimate",
+]

@@ -1,0 +1,100 @@
+"""Running a family and scoring a model against it: the step every objective shares."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+from numpyro.distributions.kl import kl_divergence
+
+from vijax.core import handlers, site_axes
+from vijax.objectives.expectation import Terms
+
+__all__ = ["ModelAndFamilyParams", "elbo_terms", "importance_traces", "log_weight_terms"]
+
+
+class ModelAndFamilyParams(NamedTuple):
+    """Parameters of a parametric model and of its family, trained together.
+
+    When an objective's ``params`` is a ``ModelAndFamilyParams``, the model is called as
+    ``model(params.model, *args)`` and the family as ``family(params.family, *args)``;
+    otherwise the model is ``model(*args)`` and ``params`` belong to the family.
+    """
+
+    model: Any
+    family: Any
+
+
+def _split_params(params):
+    if isinstance(params, ModelAndFamilyParams):
+        return (params.model,), params.family
+    return (), params
+
+
+def importance_traces(model, family, params, key, args, kwargs):
+    """Trace ``family`` (fresh draws) and ``model`` replayed on its values.
+
+    Every latent site of the model must come from the family and every latent site of the
+    family must be a site of the model; a mismatch (usually a typo) is a ``ValueError``.
+    """
+    model_params, family_params = _split_params(params)
+    family_key, model_key = jax.random.split(key)
+    family_trace = handlers.trace(handlers.seed(family, family_key)).get_trace(
+        family_params, *args, **kwargs
+    )
+    model_trace = handlers.trace(
+        handlers.seed(handlers.replay(model, family_trace), model_key)
+    ).get_trace(*model_params, *args, **kwargs)
+    family_latents = {n for n, s in family_trace.items() if _is_latent(s)}
+    model_latents = {n for n, s in model_trace.items() if _is_latent(s)}
+    if family_latents - model_latents:
+        extra = sorted(family_latents - model_latents)
+        raise ValueError(
+            f"family site(s) {extra} are not latent sites of the model "
+            f"(model latents: {sorted(model_latents)})"
+        )
+    if model_latents - family_latents:
+        missing = sorted(model_latents - family_latents)
+        raise ValueError(f"model latent site(s) {missing} are not sampled by the family")
+    return model_trace, family_trace
+
+
+def _is_latent(site) -> bool:
+    return site["type"] == "sample" and not site["is_observed"]
+
+
+def log_weight_terms(model_trace, family_trace) -> Terms:
+    """``log p(x, z) − log q(z)`` as :class:`Terms`, one term per site."""
+    latents = [n for n, s in family_trace.items() if _is_latent(s)]
+    return Terms.from_trace(model_trace) - Terms.from_trace(family_trace, sites=latents)
+
+
+def _analytic_kl(q_site, p_site):
+    try:
+        return kl_divergence(q_site["fn"], p_site["fn"])
+    except NotImplementedError:
+        return None
+
+
+def elbo_terms(model_trace, family_trace, *, analytic_kl: bool = True) -> Terms:
+    """ELBO terms; a latent's ``log p − log q`` becomes ``−KL(q ‖ p)`` where closed form exists.
+
+    The closed form is used when NumPyro registers ``kl_divergence`` for the pair of
+    distributions (conditioned on the sampled parents); the KL is scaled like the site.
+    """
+    if not analytic_kl:
+        return log_weight_terms(model_trace, family_trace)
+    latents = [n for n, s in family_trace.items() if _is_latent(s)]
+    closed = {}
+    for name in latents:
+        kl = _analytic_kl(family_trace[name], model_trace[name])
+        if kl is not None and kl.shape == tuple(model_trace[name]["fn"].batch_shape):
+            closed[name] = kl
+    terms = Terms.from_trace(model_trace, sites=[n for n in model_trace if n not in closed])
+    terms = terms - Terms.from_trace(family_trace, sites=[n for n in latents if n not in closed])
+    for name, kl in closed.items():
+        site = model_trace[name]
+        scale = site.get("scale")
+        scaled = kl if scale is None else scale * kl
+        terms = terms - Terms.term(scaled, site_axes(site, scaled.ndim))
+    return terms
