@@ -79,9 +79,13 @@ def plate(name: str, size: int, subsample_size: int | None = None, dim: int | No
     inside plate ``name`` multiplies only the terms with the same index (see
     :func:`vijax.gradient_estimator`).
     """
-    if not isinstance(size, int) or size <= 0:
+    if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
         raise ValueError(f"plate {name!r}: size must be a positive int, got {size!r}")
-    if subsample_size is not None and not 0 < subsample_size <= size:
+    if subsample_size is not None and (
+        not isinstance(subsample_size, int)
+        or isinstance(subsample_size, bool)
+        or not 0 < subsample_size <= size
+    ):
         raise ValueError(
             f"plate {name!r}: subsample_size must be in [1, size={size}], got {subsample_size!r}"
         )

@@ -113,7 +113,10 @@ class MeanFieldNormal:
                 u = transform.inv(site.value)
             else:
                 draws = site.fn.sample(jax.random.fold_in(loc_key, index), (15,))
-                u = jnp.median(transform.inv(draws), axis=0)
+                # broadcast over the site's sample_shape, which ``fn`` does not carry
+                u = jnp.broadcast_to(
+                    jnp.median(transform.inv(draws), axis=0), jnp.shape(transform.inv(site.value))
+                )
             loc[site.name] = u
             log_scale[site.name] = jnp.full(jnp.shape(u), jnp.log(self.init_scale), u.dtype)
         return {"loc": loc, "log_scale": log_scale}

@@ -19,6 +19,10 @@ __all__ = ["predictive", "sample_posterior"]
 def _batched(draw_one: Callable, key, num_samples: int, batch_size: int | None):
     if not isinstance(num_samples, int) or num_samples < 1:
         raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
+    if batch_size is not None and (
+        not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1
+    ):
+        raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
     keys = jax.random.split(key, num_samples)
     if batch_size is None or batch_size >= num_samples:
         return jax.vmap(draw_one)(keys)
@@ -97,7 +101,10 @@ def predictive(
             for n, s in family_trace.items()
             if s["type"] == "sample" and not s["is_observed"]
         }
-        substituted = handlers.substitute(model, data=latents)
+        # the family's plate indices too: with a subsampled plate the model must use the rows
+        # whose local latents the family drew (as the objectives do, by replaying the family)
+        plates = {n: s for n, s in family_trace.items() if s["type"] == "plate"}
+        substituted = handlers.replay(handlers.substitute(model, data=latents), trace=plates)
         tr = handlers.trace(handlers.seed(substituted, model_key)).get_trace(*args, **kwargs)
         return _sites(tr)
 
