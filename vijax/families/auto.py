@@ -26,6 +26,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -63,7 +64,9 @@ def _model_sites(model, key, args, kwargs, full_plates: bool):
     plates = {n: s["args"] for n, s in tr.items() if s["type"] == "plate"}
     if full_plates and any(sub not in (None, size) for size, sub in plates.values()):
         full = {n: jnp.arange(size) for n, (size, sub) in plates.items() if sub not in (None, size)}
-        with block():
+        with block(), warnings.catch_warnings():
+            # NumPyro warns that the substituted indices outnumber subsample_size: intended.
+            warnings.filterwarnings("ignore", message="subsample_size does not match")
             tr = trace(seed(substitute(model, data=full), key)).get_trace(*args, **kwargs)
     latents = []
     for name, site in tr.items():
