@@ -60,7 +60,8 @@ class SiteNameChecked:
         return super().__enter__()
 
     def process_message(self, msg) -> None:
-        self._reached.append(msg["name"])
+        # some messages have no name (``prng_key``, which NumPyro's ``block`` itself sends)
+        self._reached.append(msg.get("name"))
         super().process_message(msg)
 
     def __exit__(self, exc_type, exc_value, traceback):

@@ -131,6 +131,10 @@ class MeanFieldNormal:
         plates = {}
         values = {}
         for site in latents:
+            if site.name not in params["loc"]:
+                # latent only in this call (``y=None`` for ``vj.predictive``): the model samples
+                # it; objectives refuse a model latent that the family does not sample
+                continue
             loc, log_scale = params["loc"][site.name], params["log_scale"][site.name]
             with contextlib.ExitStack() as stack:
                 for frame in site.frames:
@@ -152,7 +156,11 @@ class MeanFieldNormal:
     def median(self, params, *args, **kwargs) -> dict:
         """The family's median of each latent, in the constrained space."""
         latents, _ = _model_sites(self.model, jax.random.key(0), args, kwargs, full_plates=True)
-        return {s.name: biject_to(s.support)(params["loc"][s.name]) for s in latents}
+        return {
+            s.name: biject_to(s.support)(params["loc"][s.name])
+            for s in latents
+            if s.name in params["loc"]
+        }
 
 
 def mean_field_normal(model: Callable, *, init_scale: float = 0.1, init_loc: str = "median"):
