@@ -203,9 +203,7 @@ def bern_log_weight(z, logit, x):
 
 def bern_exact_elbo(params, x):
     q1 = jax.nn.sigmoid(params["logit"])
-    return sum(
-        q * bern_log_weight(z, params["logit"], x) for z, q in ((0, 1 - q1), (1, q1))
-    )
+    return sum(q * bern_log_weight(z, params["logit"], x) for z, q in ((0, 1 - q1), (1, q1)))
 
 
 def bern_exact_iwae(params, x, num_particles):
@@ -273,7 +271,7 @@ def test_leave_one_out_lowers_variance_on_bernoulli():
 
 def test_reparameterizing_a_bernoulli_is_refused_naming_the_site():
     family = vj.with_estimators(bern_family, {"z": vj.reparameterized()})
-    with pytest.raises(ValueError, match="site 'z'.*no rsample"):
+    with pytest.raises(ValueError, match=r"site .z..*no rsample"):
         vj.grad_estimate(vj.elbo(bern_model, family))(BERN_PARAMS, jax.random.key(0), X_B)
 
 
@@ -486,7 +484,7 @@ def test_beta_weighted_terms_objective():
 
 def test_leave_one_out_needs_particles():
     family = vj.with_estimators(bern_family, {"z": vj.score_function(vj.leave_one_out())})
-    with pytest.raises(ValueError, match="site 'z'.*particles"):
+    with pytest.raises(ValueError, match=r"site .z..*particles"):
         vj.grad_estimate(vj.elbo(bern_model, family))(BERN_PARAMS, jax.random.key(0), X_B)
 
 
