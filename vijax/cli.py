@@ -49,23 +49,6 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _output_folder(text: str) -> Path:
-    path = Path(text)
-    if path.exists() and not path.is_dir():
-        raise argparse.ArgumentTypeError(f"{text!r} exists and is not a folder")
-    return path
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text!r}")
-    return value
-
-
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -74,6 +57,25 @@ def _positive_float(text: str) -> float:
     if not 0.0 < value < float("inf"):
         raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text!r}")
     return value
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be an integer in [0, 2**32), got {text!r}"
+        ) from None
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"must be an integer in [0, 2**32), got {text!r}")
+    return value
+
+
+def _output_folder(text: str) -> Path:
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} exists and is not a folder")
+    return path
 
 
 # ----------------------------------------------------------------------------------------------
@@ -85,7 +87,6 @@ def _add_logreg(experiments: argparse._SubParsersAction) -> None:
     parser = experiments.add_parser(
         "logreg",
         help="Bayesian logistic regression on scikit-learn's breast-cancer data",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description=(
             "Fit a mean-field Normal family to Bayesian logistic regression on the breast-cancer "
             "data (80% train / 20% test) by maximizing the ELBO with Adam; print the posterior "
@@ -93,17 +94,27 @@ def _add_logreg(experiments: argparse._SubParsersAction) -> None:
             "metrics.json and elbo.png into --out."
         ),
     )
-    parser.add_argument("--steps", type=_positive_int, default=5000, help="optimizer steps")
-    parser.add_argument("--lr", type=_positive_float, default=0.01, help="Adam learning rate")
     parser.add_argument(
-        "--particles", type=_positive_int, default=1, help="ELBO particles per step"
+        "--steps", type=_positive_int, default=5000, help="optimizer steps (default: %(default)s)"
     )
-    parser.add_argument("--seed", type=_non_negative_int, default=0, help="random seed")
+    parser.add_argument(
+        "--lr", type=_positive_float, default=0.01, help="Adam learning rate (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--particles",
+        type=_positive_int,
+        default=1,
+        help="ELBO particles per step (default: %(default)s)",
+    )
+    parser.add_argument("--seed", type=_seed, default=0, help="random seed (default: %(default)s)")
     parser.add_argument(
         "--no-progress", dest="progress", action="store_false", help="hide the progress bar"
     )
     parser.add_argument(
-        "--out", type=_output_folder, default="runs/logreg", help="output folder (created)"
+        "--out",
+        type=_output_folder,
+        default="runs/logreg",
+        help="output folder, created if needed (default: %(default)s)",
     )
     parser.set_defaults(handler=_run_logreg)
 
@@ -141,40 +152,35 @@ def _plot_history(history, path: Path, title: str) -> None:
     figure.savefig(path, dpi=120)
 
 
-def _run_logreg(options: argparse.Namespace) -> int:
-    start = time.perf_counter()
+def _fit_logreg(options: argparse.Namespace) -> dict:
+    """Fit, draw from the posterior and score the test set; the run's numbers and arrays."""
     import jax
     import optax
 
     import vijax as vj
-    from vijax.data import breast_cancer, breast_cancer_feature_names, split
+    from vijax.data import breast_cancer, split
     from vijax.models import log_predictive_density, logistic_regression, predictive_probability
 
     x, y = breast_cancer()
-    names = breast_cancer_feature_names()
     split_key, init_key, fit_key, posterior_key = jax.random.split(jax.random.key(options.seed), 4)
     data = split(x, y, _TEST_FRACTION, split_key)
     train = (data.x_train, data.y_train)
-
     family = vj.mean_field_normal(logistic_regression)
     objective = vj.elbo(logistic_regression, family, num_particles=options.particles)
+
     fit_start = time.perf_counter()
-    # One compiled program each for initialization and posterior draws: run eagerly, their
-    # many small operations would each be compiled on their own (seconds on CPU).
+    # One compiled program each for initialization and evaluation: run eagerly, their many small
+    # operations would each be compiled on their own (seconds on CPU).
     initial_params = jax.jit(family.init)(init_key, *train)
-    try:
-        result = vj.fit(
-            objective,
-            initial_params,
-            optax.adam(options.lr),
-            fit_key,
-            *train,
-            num_steps=options.steps,
-            progress=options.progress,
-        )
-    except vj.NonFiniteError as error:
-        print(f"vijax run logreg: error: {error}", file=sys.stderr)
-        return 1
+    result = vj.fit(
+        objective,
+        initial_params,
+        optax.adam(options.lr),
+        fit_key,
+        *train,
+        num_steps=options.steps,
+        progress=options.progress,
+    )
     fit_seconds = time.perf_counter() - fit_start
 
     @jax.jit
@@ -185,38 +191,34 @@ def _run_logreg(options: argparse.Namespace) -> int:
         return weights, probability, log_predictive
 
     weights, probability, log_predictive = evaluate(result.params, posterior_key)
-    accuracy = float(np.mean((np.asarray(probability) > 0.5) == np.asarray(data.y_test)))
-    log_predictive = float(log_predictive)
-    history = np.asarray(result.history)
-    final_elbo = float(history[-_FINAL_WINDOW:].mean())
-    start_elbo = float(history[:_START_WINDOW].mean())
-    weights_np = np.asarray(weights)
+    correct = (np.asarray(probability) > 0.5) == np.asarray(data.y_test)
+    return {
+        "history": np.asarray(result.history),
+        "weights": np.asarray(weights),
+        "num_train": len(data.y_train),
+        "num_test": len(data.y_test),
+        "test_accuracy": float(np.mean(correct)),
+        "test_log_predictive_density": float(log_predictive),
+        "fit_seconds": fit_seconds,
+    }
+
+
+def _run_logreg(options: argparse.Namespace) -> int:
+    from vijax import NonFiniteError
+    from vijax.data import breast_cancer_feature_names
+
+    start = time.perf_counter()
+    try:
+        run = _fit_logreg(options)
+    except NonFiniteError as error:
+        print(f"vijax run logreg: error: {error}", file=sys.stderr)
+        return 1
+    history, weights, names = run["history"], run["weights"], breast_cancer_feature_names()
+    final_window, start_window = min(_FINAL_WINDOW, len(history)), min(_START_WINDOW, len(history))
     options.out.mkdir(parents=True, exist_ok=True)
     plot_path = options.out / "elbo.png"
     _plot_history(history, plot_path, "Bayesian logistic regression (breast cancer)")
-    wall_seconds = time.perf_counter() - start
-
-    print(
-        f"Bayesian logistic regression, breast cancer: {len(data.y_train)} train / "
-        f"{len(data.y_test)} test rows, {x.shape[1]} weights (30 features + intercept)"
-    )
-    print(
-        f"mean-field Normal family, ELBO with {options.particles} particle(s), "
-        f"Adam lr={options.lr:g}, {options.steps} steps, seed {options.seed}"
-    )
-    print(
-        f"final ELBO (mean of the last {min(_FINAL_WINDOW, len(history))} steps): "
-        f"{final_elbo:.2f}   (first {min(_START_WINDOW, len(history))} steps: {start_elbo:.2f})"
-    )
-    print()
-    print(f"posterior of the weights ({_POSTERIOR_DRAWS} draws from the fitted family):")
-    print(_posterior_table(names, weights_np))
-    print()
-    print(f"test accuracy:                 {accuracy:.4f}")
-    print(f"test log predictive density:   {log_predictive:.4f} nats per example")
-    print(f"wall time:                     {wall_seconds:.1f} s (fit {fit_seconds:.1f} s)")
-
-    quantiles = np.quantile(weights_np, [0.05, 0.95], axis=0)
+    quantiles = np.quantile(weights, [0.05, 0.95], axis=0)
     metrics = {
         "experiment": "logreg",
         "config": {
@@ -227,24 +229,50 @@ def _run_logreg(options: argparse.Namespace) -> int:
             "test_fraction": _TEST_FRACTION,
             "posterior_draws": _POSTERIOR_DRAWS,
         },
-        "num_train": len(data.y_train),
-        "num_test": len(data.y_test),
-        "elbo_final": final_elbo,
-        "elbo_start": start_elbo,
-        "test_accuracy": accuracy,
-        "test_log_predictive_density": log_predictive,
-        "fit_seconds": fit_seconds,
-        "wall_seconds": wall_seconds,
+        "num_train": run["num_train"],
+        "num_test": run["num_test"],
+        "elbo_final": float(history[-final_window:].mean()),
+        "elbo_start": float(history[:start_window].mean()),
+        "test_accuracy": run["test_accuracy"],
+        "test_log_predictive_density": run["test_log_predictive_density"],
+        "fit_seconds": run["fit_seconds"],
+        "wall_seconds": time.perf_counter() - start,
         "posterior": {
             name: {
-                "mean": float(weights_np[:, index].mean()),
-                "std": float(weights_np[:, index].std()),
+                "mean": float(weights[:, index].mean()),
+                "std": float(weights[:, index].std()),
                 "q05": float(quantiles[0, index]),
                 "q95": float(quantiles[1, index]),
             }
             for index, name in enumerate(names)
         },
     }
+
+    print(
+        f"Bayesian logistic regression, breast cancer: {metrics['num_train']} train / "
+        f"{metrics['num_test']} test rows, {len(names)} weights (30 features + intercept)"
+    )
+    print(
+        f"mean-field Normal family, ELBO with {options.particles} particle(s), "
+        f"Adam lr={options.lr:g}, {options.steps} steps, seed {options.seed}"
+    )
+    print(
+        f"final ELBO (mean of the last {final_window} steps): {metrics['elbo_final']:.2f}"
+        f"   (first {start_window} steps: {metrics['elbo_start']:.2f})"
+    )
+    print()
+    print(f"posterior of the weights ({_POSTERIOR_DRAWS} draws from the fitted family):")
+    print(_posterior_table(names, weights))
+    print()
+    print(f"test accuracy:                 {metrics['test_accuracy']:.4f}")
+    print(
+        f"test log predictive density:   {metrics['test_log_predictive_density']:.4f} "
+        "nats per example"
+    )
+    print(
+        f"wall time:                     {metrics['wall_seconds']:.1f} s "
+        f"(fit {metrics['fit_seconds']:.1f} s, compilation included)"
+    )
     metrics_path = options.out / "metrics.json"
     metrics_path.write_text(json.dumps(metrics, indent=2, allow_nan=False) + "\n")
     print(f"wrote {metrics_path} and {plot_path}")
