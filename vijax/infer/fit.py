@@ -23,6 +23,7 @@ was not finite, and carries the last good state (``error.result``), so nothing i
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -30,7 +31,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from tqdm.auto import tqdm
 
 from vijax.objectives import gradient_estimator
 
@@ -66,13 +66,20 @@ class NonFiniteError(FloatingPointError):
 
 
 def _check_finite_inputs(args, data) -> None:
+    """Refuse NaN / infinite inputs, naming the argument (checked on the device, one flag each)."""
     for where, tree in (("argument", args), ("data", data)):
         for index, leaf in enumerate(tree):
             for path, array in jax.tree_util.tree_leaves_with_path(leaf):
-                array = np.asarray(array)
-                if np.issubdtype(array.dtype, np.floating) and not np.all(np.isfinite(array)):
+                if not jnp.issubdtype(jnp.result_type(array), jnp.floating):
+                    continue
+                if not bool(_is_finite(array)):
                     label = f"{where} {index}{jax.tree_util.keystr(path)}"
                     raise ValueError(f"fit: {label} contains NaN or infinite values")
+
+
+@jax.jit
+def _is_finite(array) -> jax.Array:
+    return jnp.all(jnp.isfinite(array))
 
 
 def _all_finite(tree) -> jax.Array:
@@ -135,17 +142,34 @@ def _run_chunk(state, args, data, num_steps, *, objective, optimizer, chunk_size
     return jax.lax.fori_loop(0, num_steps, body, (state, values))
 
 
-def _initial_state(objective, params, optimizer, key, args, data, batch_size):
-    if not jax.dtypes.issubdtype(jnp.asarray(key).dtype, jax.dtypes.prng_key):
-        key = jax.random.wrap_key_data(key) if jnp.asarray(key).dtype == jnp.uint32 else key
+def _progress_bar(total: int, enabled: bool):
+    """A tqdm bar (a notebook widget where ipywidgets is installed, text otherwise)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="IProgress not found")
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, disable=not enabled, desc="fit", unit="step")
+
+
+def _as_typed_key(key) -> jax.Array:
+    key = jnp.asarray(key) if not isinstance(key, jax.Array) else key
+    if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
+        return key
+    if key.dtype == jnp.uint32 and key.shape == (2,):
+        return jax.random.wrap_key_data(key)
+    raise ValueError(f"fit: key must be a jax.random.key, got {key!r}")
+
+
+@functools.partial(jax.jit, static_argnames=("objective", "optimizer", "batch_size"))
+def _initial_state(params, key, args, data, *, objective, optimizer, batch_size):
+    """The state before step 0 (jitted, so a second ``fit`` does not trace the objective)."""
     estimator = gradient_estimator(objective)
     batch = tuple(x[:batch_size] for x in data) if data else ()
-    estimator_state = estimator.init(params, key, *args, *batch)
     permutation = jnp.arange(data[0].shape[0]) if data else jnp.zeros((0,), jnp.int32)
     return FitState(
         params=params,
         opt_state=optimizer.init(params),
-        estimator_state=estimator_state,
+        estimator_state=estimator.init(params, key, *args, *batch),
         key=key,
         step=jnp.zeros((), jnp.int32),
         permutation=permutation,
@@ -224,7 +248,15 @@ def fit(
         batch_size = None
     _check_finite_inputs(args, data)
     if state is None:
-        state = _initial_state(objective, params, optimizer, key, args, data, batch_size)
+        state = _initial_state(
+            params,
+            _as_typed_key(key),
+            args,
+            data,
+            objective=objective,
+            optimizer=optimizer,
+            batch_size=batch_size,
+        )
     else:
         state = state._replace(bad_step=jnp.full((), -1, jnp.int32))
 
@@ -237,7 +269,7 @@ def fit(
     )
     history: list[np.ndarray] = []
     first_step = int(state.step)
-    bar = tqdm(total=num_steps, disable=not progress, desc="fit", unit="step")
+    bar = _progress_bar(num_steps, progress)
     pending = None
     done = 0
 
