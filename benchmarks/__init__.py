@@ -1,0 +1,1 @@
+"""Benchmarks comparing vijax with hand-written JAX and NumPyro (see README.md)."""

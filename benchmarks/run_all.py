@@ -1,0 +1,31 @@
+"""Run every benchmark in this process, write ``benchmarks/results/`` and print the tables.
+
+Run with ``python -m benchmarks`` or ``python -m benchmarks.run_all``; pass benchmark names
+(``logreg``, ``iwae``) to run only those.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+from benchmarks import harness, iwae, logreg
+
+BENCHMARKS: dict[str, Callable[[], list[harness.Row]]] = {
+    logreg.NAME: logreg.run,
+    iwae.NAME: iwae.run,
+}
+
+
+def main(names: list[str] | None = None) -> None:
+    """Run the named benchmarks (all by default) and print each one's markdown table."""
+    names = names or list(BENCHMARKS)
+    unknown = sorted(set(names) - set(BENCHMARKS))
+    if unknown:
+        raise SystemExit(f"unknown benchmarks {unknown}; choose from {sorted(BENCHMARKS)}")
+    for name in names:
+        print(harness.write_results(name, BENCHMARKS[name]()), flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
