@@ -15,9 +15,11 @@ Minibatches: pass ``data=(x, y, ...)`` (arrays with a leading axis of length ``N
 calls ``objective(params, key_t, *args, *batch_t)``. The model scales its likelihood with
 ``plate(name, N, subsample_size=B)``.
 
-A step whose objective or gradient is not finite is not applied; the run stops at the end of
-that chunk with :class:`NonFiniteError`, which names the step and the parameters whose gradient
-was not finite, and carries the last good state (``error.result``), so nothing is lost.
+A step whose objective or gradient is not finite stops the run with :class:`NonFiniteError`,
+which names the step and the parameters whose gradient was not finite, and carries the state
+just before that step (``error.result``), so nothing is lost. The hot loop only records the
+first bad step; the host recovers the state by replaying that chunk up to it (the loop is
+deterministic), so the guard costs one ``isfinite`` reduction per step.
 """
 
 from __future__ import annotations
@@ -65,21 +67,27 @@ class NonFiniteError(FloatingPointError):
         self.result = result
 
 
-def _check_finite_inputs(args, data) -> None:
-    """Refuse NaN / infinite inputs, naming the argument (checked on the device, one flag each)."""
+def _finite_flags(args, data) -> list:
+    """One on-device flag per floating leaf of ``args`` and ``data``: all values finite."""
+    return [
+        jnp.all(jnp.isfinite(leaf))
+        for leaf in jax.tree.leaves((args, data))
+        if jnp.issubdtype(jnp.result_type(leaf), jnp.floating)
+    ]
+
+
+def _check_finite_inputs(args, data, flags) -> None:
+    """Refuse NaN / infinite inputs, naming the argument (``flags`` from :func:`_finite_flags`)."""
+    flags = iter(np.asarray(flags).tolist())
     for where, tree in (("argument", args), ("data", data)):
         for index, leaf in enumerate(tree):
             for path, array in jax.tree_util.tree_leaves_with_path(leaf):
-                if not jnp.issubdtype(jnp.result_type(array), jnp.floating):
-                    continue
-                if not bool(_is_finite(array)):
+                if jnp.issubdtype(jnp.result_type(array), jnp.floating) and not next(flags):
                     label = f"{where} {index}{jax.tree_util.keystr(path)}"
                     raise ValueError(f"fit: {label} contains NaN or infinite values")
 
 
-@jax.jit
-def _is_finite(array) -> jax.Array:
-    return jnp.all(jnp.isfinite(array))
+_finite_flags_jit = jax.jit(_finite_flags)
 
 
 def _all_finite(tree) -> jax.Array:
@@ -124,17 +132,17 @@ def _run_chunk(state, args, data, num_steps, *, objective, optimizer, chunk_size
         updates, opt_state = optimizer.update(
             jax.tree.map(jnp.negative, grads), state.opt_state, state.params
         )
-        params = optax.apply_updates(state.params, updates)
-        ok = jnp.isfinite(value) & _all_finite(grads) & (state.bad_step < 0)
-        keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)  # noqa: E731
+        # No select on the hot path: a non-finite step is only recorded; the host replays the
+        # chunk up to it to recover the last good state (the loop is deterministic).
+        finite = jnp.isfinite(value) & _all_finite(grads)
         new_state = FitState(
-            params=keep(params, state.params),
-            opt_state=keep(opt_state, state.opt_state),
-            estimator_state=keep(estimator_state, state.estimator_state),
+            params=optax.apply_updates(state.params, updates),
+            opt_state=opt_state,
+            estimator_state=estimator_state,
             key=state.key,
-            step=jnp.where(ok, state.step + 1, state.step),
+            step=state.step + 1,
             permutation=permutation,
-            bad_step=jnp.where(ok | (state.bad_step >= 0), state.bad_step, state.step),
+            bad_step=jnp.where(finite | (state.bad_step >= 0), state.bad_step, state.step),
         )
         return new_state, values.at[i].set(value)
 
@@ -162,11 +170,12 @@ def _as_typed_key(key) -> jax.Array:
 
 @functools.partial(jax.jit, static_argnames=("objective", "optimizer", "batch_size"))
 def _initial_state(params, key, args, data, *, objective, optimizer, batch_size):
-    """The state before step 0 (jitted, so a second ``fit`` does not trace the objective)."""
+    """The state before step 0 and the inputs' finiteness flags (one compiled program, so a
+    second ``fit`` neither traces the objective nor compiles anything)."""
     estimator = gradient_estimator(objective)
     batch = tuple(x[:batch_size] for x in data) if data else ()
     permutation = jnp.arange(data[0].shape[0]) if data else jnp.zeros((0,), jnp.int32)
-    return FitState(
+    state = FitState(
         params=params,
         opt_state=optimizer.init(params),
         estimator_state=estimator.init(params, key, *args, *batch),
@@ -175,6 +184,7 @@ def _initial_state(params, key, args, data, *, objective, optimizer, batch_size)
         permutation=permutation,
         bad_step=jnp.full((), -1, jnp.int32),
     )
+    return state, _finite_flags(args, data)
 
 
 def fit(
@@ -246,9 +256,8 @@ def fit(
             raise ValueError(f"fit: data arrays have different leading lengths {sorted(lengths)}")
     else:
         batch_size = None
-    _check_finite_inputs(args, data)
     if state is None:
-        state = _initial_state(
+        state, flags = _initial_state(
             params,
             _as_typed_key(key),
             args,
@@ -259,6 +268,8 @@ def fit(
         )
     else:
         state = state._replace(bad_step=jnp.full((), -1, jnp.int32))
+        flags = _finite_flags_jit(args, data)
+    _check_finite_inputs(args, data, flags)
 
     run = functools.partial(
         _run_chunk,
@@ -268,39 +279,45 @@ def fit(
         batch_size=batch_size,
     )
     history: list[np.ndarray] = []
-    first_step = int(state.step)
     bar = _progress_bar(num_steps, progress)
-    pending = None
     done = 0
+    pending = None  # (state before the chunk, state after, values, steps): read one chunk late
 
-    def collect(chunk_values, count):
-        values = np.asarray(chunk_values)[:count]
+    def settle(before, after, values, count) -> FitState | None:
+        """Record a finished chunk; on a non-finite step return the last good state."""
+        values = np.asarray(values)[:count]
+        bad_step = int(after.bad_step)
+        if bad_step >= 0:
+            good = bad_step - int(before.step)
+            history.append(values[:good])
+            good_state, _ = run(before, args, data, good)
+            return good_state._replace(bad_step=after.bad_step)
         history.append(values)
         bar.update(count)
-        if count and np.isfinite(values[-1]):
+        if count:
             bar.set_postfix(objective=f"{values[-1]:.4g}", refresh=False)
+        return None
 
+    stopped = None
     try:
-        while done < num_steps:
+        while done < num_steps and stopped is None:
             count = min(chunk_size, num_steps - done)
+            before = state
             state, values = run(state, args, data, count)
             if pending is not None:
-                collect(pending[0], pending[1])
-                if int(pending[2].bad_step) >= 0:
-                    break
-            pending = (values, count, state)
+                stopped = settle(*pending)
+            pending = (before, state, values, count)
             done += count
-        if pending is not None:
-            collect(pending[0], pending[1])
+        if pending is not None and stopped is None:
+            stopped = settle(*pending)
     finally:
         bar.close()
 
     all_values = np.concatenate(history) if history else np.zeros((0,))
-    bad_step = int(state.bad_step)
-    if bad_step >= 0:
-        good = all_values[: bad_step - first_step]
-        result = FitResult(state.params, good, state)
-        where = _non_finite_gradients(objective, state, args, data, batch_size, bad_step)
+    if stopped is not None:
+        bad_step = int(stopped.bad_step)
+        result = FitResult(stopped.params, all_values, stopped)
+        where = _non_finite_gradients(objective, stopped, args, data, batch_size, bad_step)
         raise NonFiniteError(
             f"fit: the objective or its gradient is not finite at step {bad_step}{where}; "
             f"training stopped with the parameters of step {bad_step} (see error.result)",

@@ -38,7 +38,9 @@ def importance_traces(model, family, params, key, args, kwargs):
     family must be a site of the model; a mismatch (usually a typo) is a ``ValueError``.
     """
     model_params, family_params = _split_params(params)
-    family_key, model_key = jax.random.split(key)
+    # The family draws from ``key`` (its seed handler splits it per site); the model, whose
+    # latents are replayed, rarely needs a key, and an unused fold_in compiles away.
+    family_key, model_key = key, jax.random.fold_in(key, 1)
     family_trace = handlers.trace(handlers.seed(family, family_key)).get_trace(
         family_params, *args, **kwargs
     )
