@@ -25,6 +25,7 @@ deterministic), so the guard costs one ``isfinite`` reduction per step.
 from __future__ import annotations
 
 import functools
+import time
 import warnings
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -90,9 +91,14 @@ def _check_finite_inputs(args, data, flags) -> None:
 _finite_flags_jit = jax.jit(_finite_flags)
 
 
-def _all_finite(tree) -> jax.Array:
-    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]
-    return jnp.stack(leaves).all() if leaves else jnp.array(True)
+def _finite(value, grads) -> jax.Array:
+    """Whether ``value`` and every gradient entry are finite.
+
+    One sum per leaf instead of an ``isfinite`` per entry: a NaN or an infinity anywhere makes
+    the total non-finite (a finite total that overflows to ``inf`` is flagged too, rightly).
+    """
+    total = value + sum(jnp.sum(g) for g in jax.tree.leaves(grads))
+    return jnp.isfinite(total)
 
 
 def _data_key(key):
@@ -134,7 +140,7 @@ def _run_chunk(state, args, data, num_steps, *, objective, optimizer, chunk_size
         )
         # No select on the hot path: a non-finite step is only recorded; the host replays the
         # chunk up to it to recover the last good state (the loop is deterministic).
-        finite = jnp.isfinite(value) & _all_finite(grads)
+        finite = _finite(value, grads)
         new_state = FitState(
             params=optax.apply_updates(state.params, updates),
             opt_state=opt_state,
@@ -148,6 +154,28 @@ def _run_chunk(state, args, data, num_steps, *, objective, optimizer, chunk_size
 
     values = jnp.full((chunk_size,), jnp.nan)
     return jax.lax.fori_loop(0, num_steps, body, (state, values))
+
+
+class _Pace:
+    """Chooses chunk lengths so that chunks take about ``seconds`` each.
+
+    The first chunks run 32 steps; the first one read also paid for compilation, so the speed
+    is measured from the second one on.
+    """
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.rate = None  # steps per second, from the chunks read so far
+        self.last = None
+
+    def record(self, count: int) -> None:
+        now = time.perf_counter()
+        if self.last is not None and count and now > self.last:
+            self.rate = count / (now - self.last)
+        self.last = now
+
+    def next_count(self) -> int:
+        return 32 if self.rate is None else max(1, int(self.rate * self.seconds))
 
 
 def _progress_bar(total: int, enabled: bool):
@@ -197,7 +225,8 @@ def fit(
     data: tuple | None = None,
     batch_size: int | None = None,
     state: FitState | None = None,
-    chunk_size: int = 250,
+    chunk_size: int = 4096,
+    seconds_per_update: float = 0.25,
     progress: bool = True,
 ) -> FitResult:
     """Maximize ``objective(params, key, *args)`` with ``optimizer`` for ``num_steps`` steps.
@@ -214,7 +243,10 @@ def fit(
       data: optional tuple of arrays minibatched along their leading axis.
       batch_size: minibatch size (required with ``data``).
       state: a :class:`FitState` from an earlier call, to continue from it.
-      chunk_size: steps per compiled chunk; the progress bar moves once per chunk.
+      chunk_size: the most steps one compiled chunk runs (its history buffer's length).
+      seconds_per_update: chunks are sized from the measured speed so that the progress bar
+        moves about this often (the step count of a chunk is an argument of the compiled
+        program, so resizing compiles nothing).
       progress: show a tqdm progress bar.
 
     Returns:
@@ -293,15 +325,17 @@ def fit(
             good_state, _ = run(before, args, data, good)
             return good_state._replace(bad_step=after.bad_step)
         history.append(values)
+        pace.record(count)
         bar.update(count)
         if count:
             bar.set_postfix(objective=f"{values[-1]:.4g}", refresh=False)
         return None
 
+    pace = _Pace(seconds_per_update)
     stopped = None
     try:
         while done < num_steps and stopped is None:
-            count = min(chunk_size, num_steps - done)
+            count = min(chunk_size, num_steps - done, pace.next_count())
             before = state
             state, values = run(state, args, data, count)
             if pending is not None:
