@@ -378,3 +378,33 @@ def test_sample_refuses_a_non_distribution():
         vj.sample("z", 3.0)
     with pytest.raises(ValueError, match="site 'w'"):
         vj.sample("w", jax.scipy.stats.norm)
+
+
+def test_with_estimators_refuses_plates_and_observed_sites():
+    def program(x):
+        z = vj.sample("z", dist.Normal(0.0, 1.0))
+        with vj.plate("data", 3):
+            vj.sample("x", dist.Normal(z, 1.0), obs=x)
+
+    key = jax.random.key(0)
+    for name in ("data", "x"):
+        handled = vj.with_estimators(program, {name: vj.score_function()})
+        with pytest.raises(ValueError, match=f"unknown site name.*{name}"):
+            vj.seed(handled, key)(jnp.zeros(3))
+    vj.seed(vj.with_estimators(program, {"z": vj.score_function()}), key)(jnp.zeros(3))
+
+
+def test_log_density_accepts_values_given_inside_and_refuses_broadcast_latents():
+    def program():
+        z = vj.sample("z", dist.Normal(0.0, 1.0), sample_shape=(5,))
+        vj.sample("x", dist.Normal(z.sum(), 1.0), obs=0.3)
+
+    inside = vj.substitute(program, {"z": jnp.zeros(5)})
+    total, _ = vj.log_density(inside, {})
+    expected = 5 * dist.Normal(0.0, 1.0).log_prob(0.0) + dist.Normal(0.0, 1.0).log_prob(0.3)
+    np.testing.assert_allclose(total, expected, rtol=1e-6)
+    # a scalar would broadcast to the 5 draws and score one term instead of five
+    with pytest.raises(ValueError, match="site 'z'"):
+        vj.log_density(program, {"z": jnp.array(0.0)})
+    with pytest.raises(ValueError, match=r"\['z'\] have no value"):
+        vj.log_density(program, {})

@@ -265,3 +265,25 @@ def test_running_mean_state_is_carried_by_fit():
     exact = float(jnp.log(0.5) * 0 + (0.5 * jnp.log(0.3 / 0.5) + 0.5 * jnp.log(0.7 / 0.5)))
     debiased = float(state["mean"]) / (1 - 0.9**50)
     assert abs(debiased - exact) < 0.3
+
+
+def test_python_arguments_stay_static_under_fit():
+    def shaped_model(x, num_groups):  # num_groups sizes an array: it must not be traced
+        mu = vj.sample("mu", dist.Normal(jnp.zeros(num_groups), 1.0).to_event(1))
+        with vj.plate("data", x.shape[0]):
+            vj.sample("x", dist.Normal(mu.sum(), 1.0), obs=x)
+
+    family = vj.mean_field_normal(shaped_model)
+    params = family.init(jax.random.key(0), X, 3)
+    assert params["loc"]["mu"].shape == (3,)
+    result = vj.fit(
+        vj.elbo(shaped_model, family),
+        params,
+        optax.adam(1e-2),
+        jax.random.key(1),
+        X,
+        3,
+        num_steps=20,
+        progress=False,
+    )
+    assert np.all(np.isfinite(result.history))

@@ -161,3 +161,13 @@ def test_bad_batch_size_raises(draw, batch_size):
             vj.sample_posterior(FAMILY, PARAMS, jax.random.key(0), 10, X, batch_size=batch_size)
         else:
             vj.predictive(model, FAMILY, PARAMS, jax.random.key(0), 10, X, batch_size=batch_size)
+
+
+def test_sizes_accept_numpy_integers_and_static_arguments_stay_python():
+    def family(params, num):  # ``num`` shapes the program: it must stay a Python int
+        vj.sample("z", dist.Normal(params * jnp.ones(num), 1.0).to_event(1))
+
+    draws = vj.sample_posterior(family, 0.5, jax.random.key(0), np.int64(7), 3)
+    assert draws["z"].shape == (7, 3)
+    with pytest.raises(ValueError, match="num_samples"):
+        vj.sample_posterior(family, 0.5, jax.random.key(0), 2.5, 3)

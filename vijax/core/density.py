@@ -17,6 +17,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+from numpyro.primitives import Messenger
 
 from vijax.core import handlers
 
@@ -32,13 +33,14 @@ def site_axes(site: dict, ndim: int) -> tuple[str | None, ...]:
 def check_site_shape(site: dict) -> None:
     """Refuse a value whose shape disagrees with its distribution (names the site).
 
-    A value may broadcast *to* the distribution's shape (a scalar observation shared by a
-    plate) or the distribution may broadcast to the value (NumPyro's unplated observations),
-    but broadcasting both ways, e.g. ``(N, 1)`` against ``(N,)``, silently builds an ``N × N``
+    A latent value must have the distribution's shape (with its plates and ``sample_shape``)
+    exactly. An observation may broadcast *to* the distribution's shape (a scalar shared by a
+    plate) or the distribution may broadcast to it (NumPyro's unplated observations), but
+    broadcasting both ways, e.g. ``(N, 1)`` against ``(N,)``, silently builds an ``N × N``
     log-density; that, and shapes that do not broadcast at all, is a ``ValueError``.
     """
     value_shape = tuple(jnp.shape(site["value"]))
-    fn_shape = tuple(site["fn"].shape())
+    fn_shape = tuple((site.get("kwargs") or {}).get("sample_shape", ())) + tuple(site["fn"].shape())
     event_shape = tuple(site["fn"].event_shape)
     what = "observation" if site.get("is_observed") else "value"
     try:
@@ -46,7 +48,10 @@ def check_site_shape(site: dict) -> None:
     except ValueError:
         joint = None
     event_ok = not event_shape or value_shape[len(value_shape) - len(event_shape) :] == event_shape
-    if joint is None or joint not in (value_shape, fn_shape) or not event_ok:
+    # a latent's value must have the distribution's shape exactly (a broadcast one would score
+    # fewer or more terms than the distribution has); observations may broadcast one way
+    latent_ok = site.get("is_observed", True) or value_shape == fn_shape
+    if joint is None or joint not in (value_shape, fn_shape) or not event_ok or not latent_ok:
         raise ValueError(
             f"site {site['name']!r}: {what} has shape {value_shape} but the distribution has "
             f"batch shape {tuple(site['fn'].batch_shape)} and event shape {event_shape} "
@@ -64,6 +69,19 @@ def site_log_prob(site: dict, *, scaled: bool = True) -> jax.Array:
     if scaled and scale is not None:
         log_prob = scale * log_prob
     return log_prob
+
+
+class _FreshDraws(Messenger):
+    """Collect the names of sample sites that no handler gave a value (they would be drawn)."""
+
+    def __enter__(self):
+        self.names: list[str] = []
+        super().__enter__()
+        return self
+
+    def process_message(self, msg) -> None:
+        if msg["type"] == "sample" and not msg["is_observed"] and msg["value"] is None:
+            self.names.append(msg["name"])
 
 
 def log_density(
@@ -94,13 +112,14 @@ def log_density(
         (-2.3379, ['x', 'z'])
     """
     substituted = handlers.substitute(program, data=dict(values))
-    tr = handlers.trace(handlers.seed(substituted, jax.random.key(0))).get_trace(*args, **kwargs)
-    terms = {}
-    for name, site in tr.items():
-        if site["type"] != "sample":
-            continue
-        if not site["is_observed"] and name not in values:
-            raise ValueError(f"log_density: latent site {name!r} has no value in `values`")
-        terms[name] = jnp.sum(site_log_prob(site))
+    with _FreshDraws() as fresh:
+        tr = handlers.trace(handlers.seed(substituted, jax.random.key(0))).get_trace(
+            *args, **kwargs
+        )
+    if fresh.names:
+        raise ValueError(f"log_density: latent site(s) {fresh.names} have no value in `values`")
+    terms = {
+        name: jnp.sum(site_log_prob(site)) for name, site in tr.items() if site["type"] == "sample"
+    }
     total = sum(terms.values(), start=jnp.zeros(()))
     return total, terms

@@ -55,13 +55,18 @@ class SiteNameChecked:
     def _expected_names(self) -> Iterable[str]:
         return ()
 
+    def _names_site(self, msg) -> bool:
+        """Whether ``msg`` is a site this handler's names may refer to."""
+        return msg.get("name") is not None
+
     def __enter__(self):
         self._reached: list[str] = []
         return super().__enter__()
 
     def process_message(self, msg) -> None:
         # some messages have no name (``prng_key``, which NumPyro's ``block`` itself sends)
-        self._reached.append(msg.get("name"))
+        if self._names_site(msg):
+            self._reached.append(msg["name"])
         super().process_message(msg)
 
     def __exit__(self, exc_type, exc_value, traceback):
@@ -70,7 +75,7 @@ class SiteNameChecked:
             reached = set(self._reached)
             unknown = sorted(set(self._expected_names()) - reached)
             if unknown:
-                known = sorted(n for n in dict.fromkeys(self._reached) if n is not None)
+                known = sorted(dict.fromkeys(self._reached))
                 raise ValueError(
                     f"{self._handler_name}: unknown site name(s) {unknown}; "
                     f"the program has sites {known}"

@@ -39,6 +39,9 @@ class with_estimators(SiteNameChecked, Messenger):
     def _expected_names(self):
         return self.estimators
 
+    def _names_site(self, msg) -> bool:
+        return msg["type"] == "sample" and not msg["is_observed"]
+
     def process_message(self, msg) -> None:
         super().process_message(msg)
         if msg["type"] == "sample" and msg["name"] in self.estimators:

@@ -26,6 +26,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import functools
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,7 +37,7 @@ import numpyro.distributions as npd
 from numpyro.distributions import constraints
 from numpyro.distributions.transforms import biject_to
 
-from vijax.core import block, plate, sample, seed, substitute, trace
+from vijax.core import arguments, block, plate, sample, seed, substitute, trace
 
 __all__ = ["MeanFieldNormal", "mean_field_normal"]
 
@@ -104,7 +105,12 @@ class MeanFieldNormal:
 
     def init(self, key, *args, **kwargs) -> dict:
         """Initial parameters: ``loc`` from the prior (``"median"`` of 15 draws, one ``"sample"``)
-        or ``"zeros"``; ``σ = init_scale``."""
+        or ``"zeros"``; ``σ = init_scale``. One compiled program, cached on the family and the
+        arguments' shapes (non-array arguments are static)."""
+        arrays, static = arguments.split((args, kwargs))
+        return _init(self, static, key, arrays)
+
+    def _init(self, key, args, kwargs) -> dict:
         proto_key, loc_key = jax.random.split(key)
         latents, _ = _model_sites(self.model, proto_key, args, kwargs, full_plates=True)
         loc, log_scale = {}, {}
@@ -125,6 +131,7 @@ class MeanFieldNormal:
         return {"loc": loc, "log_scale": log_scale}
 
     def __call__(self, params, *args, **kwargs):
+        """Sample every latent site that ``params`` has parameters for (see the class)."""
         latents, plate_args = _model_sites(
             self.model, jax.random.key(0), args, kwargs, full_plates=False
         )
@@ -178,3 +185,9 @@ def mean_field_normal(model: Callable, *, init_scale: float = 0.1, init_loc: str
     if not init_scale > 0:
         raise ValueError(f"mean_field_normal: init_scale must be positive, got {init_scale!r}")
     return MeanFieldNormal(model, float(init_scale), init_loc)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _init(family: MeanFieldNormal, static, key, arrays) -> dict:
+    args, kwargs = arguments.merge(arrays, static)
+    return family._init(key, args, kwargs)

@@ -35,6 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from vijax.core import arguments
 from vijax.objectives import gradient_estimator
 
 __all__ = ["FitResult", "FitState", "NonFiniteError", "fit"]
@@ -68,12 +69,14 @@ class NonFiniteError(FloatingPointError):
         self.result = result
 
 
+def _floating(leaf) -> bool:
+    return arguments.is_array(leaf) and jnp.issubdtype(leaf.dtype, jnp.floating)
+
+
 def _finite_flags(args, data) -> list:
-    """One on-device flag per floating leaf of ``args`` and ``data``: all values finite."""
+    """One on-device flag per floating array of ``args`` and ``data``: all values finite."""
     return [
-        jnp.all(jnp.isfinite(leaf))
-        for leaf in jax.tree.leaves((args, data))
-        if jnp.issubdtype(jnp.result_type(leaf), jnp.floating)
+        jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves((args, data)) if _floating(leaf)
     ]
 
 
@@ -83,7 +86,7 @@ def _check_finite_inputs(args, data, flags) -> None:
     for where, tree in (("argument", args), ("data", data)):
         for index, leaf in enumerate(tree):
             for path, array in jax.tree_util.tree_leaves_with_path(leaf):
-                if jnp.issubdtype(jnp.result_type(array), jnp.floating) and not next(flags):
+                if _floating(array) and not next(flags):
                     label = f"{where} {index}{jax.tree_util.keystr(path)}"
                     raise ValueError(f"fit: {label} contains NaN or infinite values")
 
@@ -112,8 +115,13 @@ def _batch(data, permutation, position, batch_size):
     return tuple(jnp.take(x, indices, axis=0) for x in data)
 
 
-@functools.partial(jax.jit, static_argnames=("objective", "optimizer", "chunk_size", "batch_size"))
-def _run_chunk(state, args, data, num_steps, *, objective, optimizer, chunk_size, batch_size):
+@functools.partial(
+    jax.jit, static_argnames=("static", "objective", "optimizer", "chunk_size", "batch_size")
+)
+def _run_chunk(
+    state, arrays, data, num_steps, *, static, objective, optimizer, chunk_size, batch_size
+):
+    args = arguments.merge(arrays, static)
     estimator = gradient_estimator(objective)
     num_data = data[0].shape[0] if data else 0
     steps_per_epoch = num_data // batch_size if data else 1
@@ -196,10 +204,11 @@ def _as_typed_key(key) -> jax.Array:
     raise ValueError(f"fit: key must be a jax.random.key, got {key!r}")
 
 
-@functools.partial(jax.jit, static_argnames=("objective", "optimizer", "batch_size"))
-def _initial_state(params, key, args, data, *, objective, optimizer, batch_size):
+@functools.partial(jax.jit, static_argnames=("static", "objective", "optimizer", "batch_size"))
+def _initial_state(params, key, arrays, data, *, static, objective, optimizer, batch_size):
     """The state before step 0 and the inputs' finiteness flags (one compiled program, so a
     second ``fit`` neither traces the objective nor compiles anything)."""
+    args = arguments.merge(arrays, static)
     estimator = gradient_estimator(objective)
     batch = tuple(x[:batch_size] for x in data) if data else ()
     permutation = jnp.arange(data[0].shape[0]) if data else jnp.zeros((0,), jnp.int32)
@@ -212,7 +221,7 @@ def _initial_state(params, key, args, data, *, objective, optimizer, batch_size)
         permutation=permutation,
         bad_step=jnp.full((), -1, jnp.int32),
     )
-    return state, _finite_flags(args, data)
+    return state, _finite_flags(arrays, data)
 
 
 def fit(
@@ -288,23 +297,26 @@ def fit(
             raise ValueError(f"fit: data arrays have different leading lengths {sorted(lengths)}")
     else:
         batch_size = None
+    arrays, static = arguments.split(args)
     if state is None:
         state, flags = _initial_state(
             params,
             _as_typed_key(key),
-            args,
+            arrays,
             data,
+            static=static,
             objective=objective,
             optimizer=optimizer,
             batch_size=batch_size,
         )
     else:
         state = state._replace(bad_step=jnp.full((), -1, jnp.int32))
-        flags = _finite_flags_jit(args, data)
+        flags = _finite_flags_jit(arrays, data)
     _check_finite_inputs(args, data, flags)
 
     run = functools.partial(
         _run_chunk,
+        static=static,
         objective=objective,
         optimizer=optimizer,
         chunk_size=chunk_size,
@@ -322,7 +334,7 @@ def fit(
         if bad_step >= 0:
             good = bad_step - int(before.step)
             history.append(values[:good])
-            good_state, _ = run(before, args, data, good)
+            good_state, _ = run(before, arrays, data, good)
             return good_state._replace(bad_step=after.bad_step)
         history.append(values)
         pace.record(count)
@@ -337,7 +349,7 @@ def fit(
         while done < num_steps and stopped is None:
             count = min(chunk_size, num_steps - done, pace.next_count())
             before = state
-            state, values = run(state, args, data, count)
+            state, values = run(state, arrays, data, count)
             if pending is not None:
                 stopped = settle(*pending)
             pending = (before, state, values, count)

@@ -2,32 +2,47 @@
 
 Both return site-keyed arrays with a leading axis of ``num_samples``. Draws are made in batches
 of ``batch_size`` with ``lax.map`` over ``vmap``-ed batches, so memory stays bounded however many
-samples are asked for.
+samples are asked for. Each is one compiled program, cached on the program, the sizes and the
+arguments' shapes (array arguments are traced, other Python values are static).
 """
 
 from __future__ import annotations
 
+import functools
+import operator
 from collections.abc import Callable
 
 import jax
 
-from vijax.core import handlers
+from vijax.core import arguments, handlers
 
 __all__ = ["predictive", "sample_posterior"]
 
 
+def _check_sizes(num_samples, batch_size) -> tuple[int, int | None]:
+    def positive_int(value, name):
+        try:
+            if isinstance(value, bool):
+                raise TypeError
+            value = operator.index(value)
+        except TypeError:
+            raise ValueError(f"{name} must be a positive int, got {value!r}") from None
+        if value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+        return value
+
+    num_samples = positive_int(num_samples, "num_samples")
+    if batch_size is not None:
+        batch_size = positive_int(batch_size, "batch_size")
+        if batch_size < num_samples and num_samples % batch_size:
+            raise ValueError(f"batch_size {batch_size} must divide num_samples {num_samples}")
+    return num_samples, batch_size
+
+
 def _batched(draw_one: Callable, key, num_samples: int, batch_size: int | None):
-    if not isinstance(num_samples, int) or num_samples < 1:
-        raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
-    if batch_size is not None and (
-        not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1
-    ):
-        raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
     keys = jax.random.split(key, num_samples)
     if batch_size is None or batch_size >= num_samples:
         return jax.vmap(draw_one)(keys)
-    if num_samples % batch_size:
-        raise ValueError(f"batch_size {batch_size} must divide num_samples {num_samples}")
     out = jax.lax.map(jax.vmap(draw_one), keys.reshape(-1, batch_size, *keys.shape[1:]))
     return jax.tree.map(lambda x: x.reshape(num_samples, *x.shape[2:]), out)
 
@@ -54,6 +69,15 @@ def sample_posterior(
         >>> vj.sample_posterior(family, 0.0, jax.random.key(0), 100)["z"].shape
         (100,)
     """
+
+    num_samples, batch_size = _check_sizes(num_samples, batch_size)
+    arrays, static = arguments.split((args, kwargs))
+    return _sample_posterior(family, num_samples, batch_size, static, params, key, arrays)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
+def _sample_posterior(family, num_samples, batch_size, static, params, key, arrays):
+    args, kwargs = arguments.merge(arrays, static)
 
     def draw_one(k):
         tr = handlers.trace(handlers.seed(family, k)).get_trace(params, *args, **kwargs)
@@ -90,6 +114,15 @@ def predictive(
         >>> sorted(out), out["y"].shape
         (['y', 'z'], (50,))
     """
+
+    num_samples, batch_size = _check_sizes(num_samples, batch_size)
+    arrays, static = arguments.split((args, kwargs))
+    return _predictive(model, family, num_samples, batch_size, static, params, key, arrays)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4))
+def _predictive(model, family, num_samples, batch_size, static, params, key, arrays):
+    args, kwargs = arguments.merge(arrays, static)
 
     def draw_one(k):
         family_key, model_key = jax.random.split(k)
