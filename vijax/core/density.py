@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 from numpyro.primitives import Messenger
 
-from vijax.core import handlers
+from vijax.core import fast_density, handlers
 
 __all__ = ["check_site_shape", "log_density", "site_axes", "site_log_prob"]
 
@@ -64,7 +64,10 @@ def site_log_prob(site: dict, *, scaled: bool = True) -> jax.Array:
     check_site_shape(site)
     fn, value = site["fn"], site["value"]
     intermediates = site.get("intermediates")
-    log_prob = fn.log_prob(value, intermediates) if intermediates else fn.log_prob(value)
+    if intermediates:
+        log_prob = fn.log_prob(value, intermediates)
+    else:
+        log_prob = fast_density.log_prob(fn, value)
     scale = site.get("scale")
     if scaled and scale is not None:
         log_prob = scale * log_prob
