@@ -28,12 +28,22 @@ from __future__ import annotations
 
 import math
 
+import jax
 import jax.numpy as jnp
+import numpy as np
 import numpyro.distributions as npd
 
 __all__ = ["log_prob"]
 
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+
+
+def _known(x):
+    """``x`` as a numpy array when its value is known while tracing, else ``None``."""
+    try:
+        return np.asarray(x)
+    except jax.errors.TracerArrayConversionError:
+        return None
 
 
 def _normal_parameters(fn):
@@ -56,9 +66,15 @@ def _independent_normal(fn, value):
     events = fn.reinterpreted_batch_ndims
     full = jnp.broadcast_shapes(jnp.shape(value), base_batch)
     axes = tuple(range(len(full) - events, len(full)))
-    quadratic = jnp.sum(jnp.square((value - loc) * jnp.reciprocal(scale)), axis=axes)
-    normalizer = jnp.broadcast_to(jnp.log(scale) + _HALF_LOG_2PI, full)
-    return -0.5 * quadratic - jnp.sum(normalizer, axis=axes)
+    # A scale known while tracing (a prior's constant) is handled in numpy: no eager JAX ops,
+    # which would each compile on a first call, and a constant XLA folds (×1 disappears).
+    known = _known(scale)
+    xp = np if known is not None else jnp
+    if known is not None:  # keep JAX's dtype (numpy would promote to float64)
+        scale = known.astype(jnp.result_type(value, loc, float))
+    quadratic = jnp.sum(jnp.square((value - loc) * xp.reciprocal(scale)), axis=axes)
+    normalizer = xp.sum(xp.broadcast_to(xp.log(scale) + _HALF_LOG_2PI, full), axis=axes)
+    return -0.5 * quadratic - xp.asarray(normalizer, dtype=quadratic.dtype)
 
 
 def log_prob(fn, value):
