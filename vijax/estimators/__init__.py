@@ -13,18 +13,22 @@ from vijax.estimators.baselines import (
 )
 from vijax.estimators.select import site_strategy, with_estimators
 from vijax.estimators.strategies import (
+    Path,
     Reparameterized,
     ScoreFunction,
     default_strategy,
     draw,
+    path,
     reparameterized,
     score_function,
+    stops_density_gradient,
 )
 
 __all__ = [
     "Constant",
     "LeaveOneOut",
     "NoBaseline",
+    "Path",
     "Reparameterized",
     "RunningMean",
     "ScoreFunction",
@@ -34,9 +38,11 @@ __all__ = [
     "draw",
     "leave_one_out",
     "no_baseline",
+    "path",
     "reparameterized",
     "running_mean",
     "score_function",
     "site_strategy",
+    "stops_density_gradient",
     "with_estimators",
 ]

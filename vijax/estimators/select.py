@@ -29,11 +29,14 @@ class with_estimators(SiteNameChecked, Messenger):
 
     _handler_name = "with_estimators"
 
-    def __init__(self, fn=None, estimators: dict | None = None):
+    def __init__(self, fn=None, estimators: dict | None = None, *, default=None):
         estimators = dict(estimators or {})
         for name, strategy in estimators.items():
             check_strategy(strategy, name)
+        if default is not None:
+            check_strategy(default, "<default>")
         self.estimators = estimators
+        self.default = default
         super().__init__(fn)
 
     def _expected_names(self):
@@ -44,8 +47,11 @@ class with_estimators(SiteNameChecked, Messenger):
 
     def process_message(self, msg) -> None:
         super().process_message(msg)
-        if msg["type"] == "sample" and msg["name"] in self.estimators:
-            msg["infer"] = {**(msg.get("infer") or {}), ESTIMATOR_KEY: self.estimators[msg["name"]]}
+        if msg["type"] != "sample" or msg["is_observed"]:
+            return
+        strategy = self.estimators.get(msg["name"], self.default)
+        if strategy is not None:
+            msg["infer"] = {**(msg.get("infer") or {}), ESTIMATOR_KEY: strategy}
 
 
 def site_strategy(msg: dict):

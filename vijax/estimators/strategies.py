@@ -6,6 +6,10 @@ says how its part of ``∇_φ L`` is estimated:
 - :func:`reparameterized` (pathwise; Kingma & Welling 2014; Rezende et al. 2014): write
   ``z = g_φ(ε)`` with ``ε`` parameter-free, so ``∇_φ L = E_ε[∇_φ f(g_φ(ε), φ)]``. Needs a
   distribution with ``rsample`` (``has_rsample``).
+- :func:`path` (sticking the landing; Roeder et al. 2017): a reparameterized draw whose own
+  density term ``log q_φ(z)`` is evaluated with the parameters held fixed, ``log q_{⊥φ}(z_φ)``.
+  It drops the score term ``∇_φ log q_φ(z)|_z`` (zero mean), so the estimate is unbiased, and
+  it is exactly zero when ``q`` equals the posterior.
 - :func:`score_function` (REINFORCE; Williams 1992): ``∇_φ L = E_z[∇_φ f(z, φ) + (f(z, φ) − b)
   ∇_φ log q_φ(z)]``, valid for any distribution, with a baseline ``b`` (see
   :mod:`vijax.estimators.baselines`) and Rao-Blackwellized over plates.
@@ -25,10 +29,12 @@ import jax
 from vijax.estimators.baselines import NoBaseline
 
 __all__ = [
+    "Path",
     "Reparameterized",
     "ScoreFunction",
     "default_strategy",
     "draw",
+    "path",
     "reparameterized",
     "score_function",
 ]
@@ -40,6 +46,14 @@ class Reparameterized:
 
     uses_score = False
     name = "reparameterized"
+
+
+@dataclass(frozen=True)
+class Path:
+    """Pathwise draw; the family's own density term uses stopped parameters (STL)."""
+
+    uses_score = False
+    name = "path"
 
 
 @dataclass(frozen=True)
@@ -56,6 +70,11 @@ def reparameterized() -> Reparameterized:
     return Reparameterized()
 
 
+def path() -> Path:
+    """The path-gradient (sticking-the-landing) strategy for reparameterizable sites."""
+    return Path()
+
+
 def score_function(baseline=None) -> ScoreFunction:
     """The score-function (REINFORCE) strategy with an optional ``baseline``.
 
@@ -70,7 +89,7 @@ def score_function(baseline=None) -> ScoreFunction:
     return ScoreFunction(baseline)
 
 
-STRATEGY_TYPES = (Reparameterized, ScoreFunction)
+STRATEGY_TYPES = (Reparameterized, Path, ScoreFunction)
 
 
 def default_strategy(fn):
@@ -87,6 +106,11 @@ def check_strategy(strategy, site: str) -> None:
         )
 
 
+def stops_density_gradient(strategy) -> bool:
+    """Whether the family's density term of a site uses stopped parameters (path gradients)."""
+    return isinstance(strategy, Path)
+
+
 def draw(msg: dict, strategy) -> None:
     """Draw the value of a fresh sample site according to ``strategy`` (sets ``msg``'s value).
 
@@ -95,9 +119,9 @@ def draw(msg: dict, strategy) -> None:
     """
     fn, name = msg["fn"], msg["name"]
     check_strategy(strategy, name)
-    if isinstance(strategy, Reparameterized) and not fn.has_rsample:
+    if isinstance(strategy, Reparameterized | Path) and not fn.has_rsample:
         raise ValueError(
-            f"site {name!r}: reparameterization asked of {type(fn).__name__}, which has no "
+            f"site {name!r}: {strategy.name} asked of {type(fn).__name__}, which has no "
             "rsample; use vj.score_function() (or leave the estimator to the default rule)"
         )
     value, intermediates = fn(*msg["args"], sample_intermediates=True, **msg["kwargs"])

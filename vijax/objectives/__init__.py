@@ -1,5 +1,6 @@
 """Objectives as programs and the expectation API that differentiates them."""
 
+from vijax.objectives.dreg import DReGIWAE, iwae_dreg
 from vijax.objectives.elbo import ELBO, elbo
 from vijax.objectives.expectation import (
     GradientEstimator,
@@ -21,6 +22,7 @@ from vijax.objectives.programs import (
 __all__ = [
     "ELBO",
     "IWAE",
+    "DReGIWAE",
     "GradientEstimator",
     "ModelAndFamilyParams",
     "Terms",
@@ -30,6 +32,7 @@ __all__ = [
     "gradient_estimator",
     "importance_traces",
     "iwae",
+    "iwae_dreg",
     "log_weight_terms",
     "particle_log_mean_exp",
     "particle_mean",

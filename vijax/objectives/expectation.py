@@ -56,7 +56,7 @@ import jax.numpy as jnp
 from numpyro.primitives import Messenger
 
 from vijax.core import site_axes, site_log_prob
-from vijax.estimators import Signal, draw, site_strategy
+from vijax.estimators import Signal, draw, site_strategy, stops_density_gradient
 
 __all__ = [
     "GradientEstimator",
@@ -117,12 +117,21 @@ class Terms:
 
     # -- construction ----------------------------------------------------------------------
     @classmethod
-    def from_trace(cls, trace: dict, *, sites=None, sign: float = 1.0) -> Terms:
-        """``sign ·`` the scaled log-density of each sample site of ``trace`` (or of ``sites``)."""
+    def from_trace(
+        cls, trace: dict, *, sites=None, sign: float = 1.0, family: bool = False
+    ) -> Terms:
+        """``sign ·`` the scaled log-density of each sample site of ``trace`` (or of ``sites``).
+
+        With ``family=True`` the trace is a family's: a site drawn with the ``path`` strategy
+        contributes its density with the distribution's parameters held fixed (``log q_{⊥φ}(z)``,
+        sticking the landing), the value keeping its gradient path.
+        """
         arrays, kinds = [], []
         for name, site in trace.items():
             if site["type"] != "sample" or (sites is not None and name not in sites):
                 continue
+            if family and stops_density_gradient(site_strategy(site)):
+                site = {**site, "fn": jax.tree.map(jax.lax.stop_gradient, site["fn"])}
             log_prob = site_log_prob(site)
             arrays.append(sign * log_prob)
             kinds.append(_Linear(site_axes(site, jnp.ndim(log_prob))))
@@ -369,34 +378,38 @@ def _active_estimation() -> _Estimation | None:
 # ----------------------------------------------------------------------------------------------
 
 
-def _particles(fn, key, num_particles: int):
-    """Run ``fn(key_k)`` for ``K`` split keys under ``vmap``; carry score records out."""
+def _particles(fn, key, num_particles: int, per_particle=()):
+    """Run ``fn(key_k, *per_particle[k])`` for ``K`` split keys under ``vmap``.
+
+    Score records made inside are carried out of the ``vmap`` with a particle axis.
+    """
     if not isinstance(num_particles, int) or num_particles < 1:
         raise ValueError(f"num_particles must be a positive int, got {num_particles!r}")
     keys = jax.random.split(key, num_particles)
     axis = f"{PARTICLE_AXIS_PREFIX}{len(_ACTIVE)}__"
     outer = _active_estimation()
     if outer is None:
-        return jax.vmap(lambda k: Terms.of(fn(k)))(keys), axis
+        return jax.vmap(lambda k, *extra: Terms.of(fn(k, *extra)))(keys, *per_particle), axis
 
-    def one(k):
+    def one(k, *extra):
         with _Estimation() as inner:
-            value = Terms.of(fn(k))
+            value = Terms.of(fn(k, *extra))
         return value, inner.records()
 
-    value, records = jax.vmap(one)(keys)
+    value, records = jax.vmap(one)(keys, *per_particle)
     outer.add_particle_block(records, axis)
     return value, axis
 
 
-def particle_mean(fn: Callable, key, num_particles: int) -> Terms:
+def particle_mean(fn: Callable, key, num_particles: int, *per_particle) -> Terms:
     r"""``(1/K) Σ_k fn(key_k)``, vectorized with ``vmap``; particles act as a plate.
 
     ``fn(key) -> Terms | scalar`` is one particle. The result keeps each particle's terms on a
     particle axis, so a score-function site of particle ``k`` is credited only with particle
-    ``k``'s terms, and leave-one-out baselines are available.
+    ``k``'s terms, and leave-one-out baselines are available. Arrays in ``per_particle``
+    (leading axis ``K``) are passed to particle ``k`` as ``fn(key_k, *row_k)``.
     """
-    stacked, axis = _particles(fn, key, num_particles)
+    stacked, axis = _particles(fn, key, num_particles, per_particle)
     arrays, kinds = [], []
     for array, kind in zip(stacked.arrays, stacked.kinds):
         if isinstance(kind, _Coupled):
@@ -406,13 +419,14 @@ def particle_mean(fn: Callable, key, num_particles: int) -> Terms:
     return Terms(arrays, kinds)
 
 
-def particle_log_mean_exp(fn: Callable, key, num_particles: int) -> Terms:
+def particle_log_mean_exp(fn: Callable, key, num_particles: int, *per_particle) -> Terms:
     r"""``log (1/K) Σ_k exp W_k`` with ``W_k = fn(key_k)``: the importance-weighted bound.
 
     The value couples the particles, so a score-function site's learning signal is the whole
-    value; with the leave-one-out baseline it is VIMCO's (Mnih & Rezende 2016).
+    value; with the leave-one-out baseline it is VIMCO's (Mnih & Rezende 2016). Arrays in
+    ``per_particle`` (leading axis ``K``) are passed to particle ``k`` as ``fn(key_k, *row_k)``.
     """
-    stacked, axis = _particles(fn, key, num_particles)
+    stacked, axis = _particles(fn, key, num_particles, per_particle)
     per_particle = jnp.zeros((num_particles,))
     for array, kind in zip(stacked.arrays, stacked.kinds):
         if isinstance(kind, _Coupled):

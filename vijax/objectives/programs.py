@@ -8,6 +8,7 @@ import jax
 from numpyro.distributions.kl import kl_divergence
 
 from vijax.core import handlers, site_axes
+from vijax.estimators import site_strategy, stops_density_gradient
 from vijax.objectives.expectation import Terms
 
 __all__ = ["ModelAndFamilyParams", "elbo_terms", "importance_traces", "log_weight_terms"]
@@ -68,7 +69,9 @@ def _is_latent(site) -> bool:
 def log_weight_terms(model_trace, family_trace) -> Terms:
     """``log p(x, z) − log q(z)`` as :class:`Terms`, one term per site."""
     latents = [n for n, s in family_trace.items() if _is_latent(s)]
-    return Terms.from_trace(model_trace) - Terms.from_trace(family_trace, sites=latents)
+    return Terms.from_trace(model_trace) - Terms.from_trace(
+        family_trace, sites=latents, family=True
+    )
 
 
 def _analytic_kl(q_site, p_site):
@@ -89,11 +92,15 @@ def elbo_terms(model_trace, family_trace, *, analytic_kl: bool = True) -> Terms:
     latents = [n for n, s in family_trace.items() if _is_latent(s)]
     closed = {}
     for name in latents:
+        if stops_density_gradient(site_strategy(family_trace[name])):
+            continue  # a path-gradient site keeps its Monte Carlo density term
         kl = _analytic_kl(family_trace[name], model_trace[name])
         if kl is not None and kl.shape == tuple(model_trace[name]["fn"].batch_shape):
             closed[name] = kl
     terms = Terms.from_trace(model_trace, sites=[n for n in model_trace if n not in closed])
-    terms = terms - Terms.from_trace(family_trace, sites=[n for n in latents if n not in closed])
+    terms = terms - Terms.from_trace(
+        family_trace, sites=[n for n in latents if n not in closed], family=True
+    )
     for name, kl in closed.items():
         site = model_trace[name]
         scale = site.get("scale")
