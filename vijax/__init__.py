@@ -44,6 +44,7 @@ from vijax.objectives import (
     GradientEstimator,
     ModelAndFamilyParams,
     Terms,
+    cubo,
     elbo,
     grad_estimate,
     gradient_estimator,
@@ -51,6 +52,7 @@ from vijax.objectives import (
     iwae_dreg,
     particle_log_mean_exp,
     particle_mean,
+    renyi,
     value_and_grad_estimate,
 )
 
@@ -67,6 +69,7 @@ __all__ = [
     "block",
     "condition",
     "constant",
+    "cubo",
     "deterministic",
     "elbo",
     "factor",
@@ -85,6 +88,7 @@ __all__ = [
     "path",
     "plate",
     "predictive",
+    "renyi",
     "reparameterized",
     "replay",
     "running_mean",

@@ -18,6 +18,7 @@ from vijax.objectives.programs import (
     importance_traces,
     log_weight_terms,
 )
+from vijax.objectives.renyi import Renyi, cubo, renyi
 
 __all__ = [
     "ELBO",
@@ -25,7 +26,9 @@ __all__ = [
     "DReGIWAE",
     "GradientEstimator",
     "ModelAndFamilyParams",
+    "Renyi",
     "Terms",
+    "cubo",
     "elbo",
     "elbo_terms",
     "grad_estimate",
@@ -36,5 +39,6 @@ __all__ = [
     "log_weight_terms",
     "particle_log_mean_exp",
     "particle_mean",
+    "renyi",
     "value_and_grad_estimate",
 ]

@@ -90,9 +90,13 @@ class _Linear:
 
 @dataclass(frozen=True)
 class _Coupled:
-    """``log (1/K) Σ_k exp W_k`` over the particle axis ``axis`` (``W`` has shape ``(K,)``)."""
+    """``(1/β) log (1/K) Σ_k exp(β W_k)`` over the particle axis ``axis`` (``W``: shape ``(K,)``).
+
+    ``β = power``: 1 is the importance-weighted bound, ``1 − α`` the Rényi bound.
+    """
 
     axis: str
+    power: float = 1.0
 
 
 @jax.tree_util.register_pytree_node_class
@@ -182,7 +186,7 @@ class Terms:
         for array, kind in zip(self.arrays, self.kinds):
             if isinstance(kind, _Coupled):
                 # a coupled block stays a block: scale it through a linear wrapper
-                arrays.append(factor * _coupled_value(array))
+                arrays.append(factor * _coupled_value(array, kind.power))
                 kinds.append(_Linear((), opaque=True))
             else:
                 arrays.append(factor * array)
@@ -198,7 +202,7 @@ class Terms:
         total = jnp.zeros(())
         for array, kind in zip(self.arrays, self.kinds):
             total = total + (
-                _coupled_value(array) if isinstance(kind, _Coupled) else jnp.sum(array)
+                _coupled_value(array, kind.power) if isinstance(kind, _Coupled) else jnp.sum(array)
             )
         return total
 
@@ -215,7 +219,7 @@ class Terms:
         total = jnp.zeros(shape)
         for array, kind in zip(self.arrays, self.kinds):
             if isinstance(kind, _Coupled):
-                total = total + _coupled_value(array)
+                total = total + _coupled_value(array, kind.power)
             else:
                 total = total + _align(array, kind.axes, axes)
         particle_axes = [a for a in axes if a.startswith(PARTICLE_AXIS_PREFIX)]
@@ -245,7 +249,7 @@ class Terms:
                     )
                 shape = [1] * len(record.axes)
                 shape[position] = num
-                advantage = advantage + _vimco_advantage(array).reshape(shape)
+                advantage = advantage + _vimco_advantage(array, kind.power).reshape(shape)
             elif kind.opaque:
                 raise ValueError(
                     f"site {record.name!r}: leave_one_out needs per-particle structure, but the "
@@ -259,18 +263,18 @@ class Terms:
         return advantage
 
 
-def _coupled_value(log_weights):
+def _coupled_value(log_weights, power=1.0):
     num = log_weights.shape[0]
-    return jax.nn.logsumexp(log_weights) - jnp.log(num)
+    return (jax.nn.logsumexp(power * log_weights) - jnp.log(num)) / power
 
 
-def _vimco_advantage(log_weights):
-    """``f(W) − f(W with W_k := mean_{j≠k} W_j)`` for ``f = log mean exp`` (Mnih & Rezende 2016)."""
+def _vimco_advantage(log_weights, power=1.0):
+    """``f(W) − f(W with W_k := mean_{j≠k} W_j)`` (Mnih & Rezende 2016's VIMCO for ``f``)."""
     num = log_weights.shape[0]
-    full = _coupled_value(log_weights)
+    full = _coupled_value(log_weights, power)
     others_mean = (jnp.sum(log_weights) - log_weights) / (num - 1)
     replaced = jnp.where(jnp.eye(num, dtype=bool), others_mean[:, None], log_weights[None, :])
-    return full - jax.vmap(_coupled_value)(replaced)
+    return full - jax.vmap(lambda w: _coupled_value(w, power))(replaced)
 
 
 def _align(array, array_axes, target_axes):
@@ -419,20 +423,27 @@ def particle_mean(fn: Callable, key, num_particles: int, *per_particle) -> Terms
     return Terms(arrays, kinds)
 
 
-def particle_log_mean_exp(fn: Callable, key, num_particles: int, *per_particle) -> Terms:
-    r"""``log (1/K) Σ_k exp W_k`` with ``W_k = fn(key_k)``: the importance-weighted bound.
+def particle_log_mean_exp(
+    fn: Callable, key, num_particles: int, *per_particle, power: float = 1.0
+) -> Terms:
+    r"""``(1/β) log (1/K) Σ_k exp(β W_k)`` with ``W_k = fn(key_k)`` and ``β = power``.
+
+    With ``β = 1`` it is the importance-weighted bound; with ``β = 1 − α`` the Rényi bound
+    (``β ≠ 0``; the limit ``β → 0`` is the mean, :func:`particle_mean`).
 
     The value couples the particles, so a score-function site's learning signal is the whole
     value; with the leave-one-out baseline it is VIMCO's (Mnih & Rezende 2016). Arrays in
     ``per_particle`` (leading axis ``K``) are passed to particle ``k`` as ``fn(key_k, *row_k)``.
     """
+    if power == 0:
+        raise ValueError("particle_log_mean_exp: power must be nonzero (use particle_mean)")
     stacked, axis = _particles(fn, key, num_particles, per_particle)
-    per_particle = jnp.zeros((num_particles,))
+    log_weights = jnp.zeros((num_particles,))
     for array, kind in zip(stacked.arrays, stacked.kinds):
         if isinstance(kind, _Coupled):
             raise NotImplementedError("particle_log_mean_exp of a coupled value")
-        per_particle = per_particle + jnp.sum(array.reshape(num_particles, -1), axis=1)
-    return Terms((per_particle,), (_Coupled(axis),))
+        log_weights = log_weights + jnp.sum(array.reshape(num_particles, -1), axis=1)
+    return Terms((log_weights,), (_Coupled(axis, float(power)),))
 
 
 # ----------------------------------------------------------------------------------------------
