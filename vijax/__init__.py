@@ -30,6 +30,7 @@ from vijax.core import (
 )
 from vijax.estimators import (
     constant,
+    implicit,
     leave_one_out,
     no_baseline,
     path,
@@ -76,6 +77,7 @@ __all__ = [
     "fit",
     "grad_estimate",
     "gradient_estimator",
+    "implicit",
     "iwae",
     "iwae_dreg",
     "leave_one_out",

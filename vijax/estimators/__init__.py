@@ -13,11 +13,13 @@ from vijax.estimators.baselines import (
 )
 from vijax.estimators.select import site_strategy, with_estimators
 from vijax.estimators.strategies import (
+    Implicit,
     Path,
     Reparameterized,
     ScoreFunction,
     default_strategy,
     draw,
+    implicit,
     path,
     reparameterized,
     score_function,
@@ -26,6 +28,7 @@ from vijax.estimators.strategies import (
 
 __all__ = [
     "Constant",
+    "Implicit",
     "LeaveOneOut",
     "NoBaseline",
     "Path",
@@ -36,6 +39,7 @@ __all__ = [
     "constant",
     "default_strategy",
     "draw",
+    "implicit",
     "leave_one_out",
     "no_baseline",
     "path",

@@ -10,6 +10,9 @@ says how its part of ``∇_φ L`` is estimated:
   density term ``log q_φ(z)`` is evaluated with the parameters held fixed, ``log q_{⊥φ}(z_φ)``.
   It drops the score term ``∇_φ log q_φ(z)|_z`` (zero mean), so the estimate is unbiased, and
   it is exactly zero when ``q`` equals the posterior.
+- :func:`implicit` (implicit reparameterization; Figurnov et al. 2018): for Gamma, Beta and
+  Dirichlet sites, whose samplers have no explicit ``z = g_φ(ε)``, the pathwise derivative is
+  ``∂z/∂φ = −(∂F/∂φ) / q_φ(z)`` with ``F`` the CDF, which JAX's gamma sampler provides.
 - :func:`score_function` (REINFORCE; Williams 1992): ``∇_φ L = E_z[∇_φ f(z, φ) + (f(z, φ) − b)
   ∇_φ log q_φ(z)]``, valid for any distribution, with a baseline ``b`` (see
   :mod:`vijax.estimators.baselines`) and Rao-Blackwellized over plates.
@@ -29,11 +32,13 @@ import jax
 from vijax.estimators.baselines import NoBaseline
 
 __all__ = [
+    "Implicit",
     "Path",
     "Reparameterized",
     "ScoreFunction",
     "default_strategy",
     "draw",
+    "implicit",
     "path",
     "reparameterized",
     "score_function",
@@ -57,6 +62,28 @@ class Path:
 
 
 @dataclass(frozen=True)
+class Implicit:
+    """Implicit reparameterization for Gamma-based distributions (Gamma, Beta, Dirichlet)."""
+
+    uses_score = False
+    name = "implicit"
+
+
+#: distributions whose NumPyro samplers draw through ``jax.random.gamma`` (implicit gradients)
+IMPLICIT_FAMILIES = ("Gamma", "Beta", "Dirichlet", "Chi2", "InverseGamma")
+
+
+def _base_distribution(fn):
+    while hasattr(fn, "base_dist") and type(fn).__name__ in (
+        "ExpandedDistribution",
+        "Independent",
+        "MaskedDistribution",
+    ):
+        fn = fn.base_dist
+    return fn
+
+
+@dataclass(frozen=True)
 class ScoreFunction:
     """Score-function (REINFORCE) gradient ``(f − b) ∇ log q`` with a ``baseline``."""
 
@@ -68,6 +95,11 @@ class ScoreFunction:
 def reparameterized() -> Reparameterized:
     """The pathwise (reparameterization) strategy."""
     return Reparameterized()
+
+
+def implicit() -> Implicit:
+    """Implicit reparameterization (Gamma, Beta, Dirichlet and their relatives)."""
+    return Implicit()
 
 
 def path() -> Path:
@@ -89,7 +121,7 @@ def score_function(baseline=None) -> ScoreFunction:
     return ScoreFunction(baseline)
 
 
-STRATEGY_TYPES = (Reparameterized, Path, ScoreFunction)
+STRATEGY_TYPES = (Reparameterized, Path, Implicit, ScoreFunction)
 
 
 def default_strategy(fn):
@@ -124,6 +156,13 @@ def draw(msg: dict, strategy) -> None:
             f"site {name!r}: {strategy.name} asked of {type(fn).__name__}, which has no "
             "rsample; use vj.score_function() (or leave the estimator to the default rule)"
         )
+    if isinstance(strategy, Implicit):
+        base = _base_distribution(fn)
+        if type(base).__name__ not in IMPLICIT_FAMILIES:
+            raise ValueError(
+                f"site {name!r}: implicit reparameterization is for {list(IMPLICIT_FAMILIES)}, "
+                f"not {type(base).__name__}"
+            )
     value, intermediates = fn(*msg["args"], sample_intermediates=True, **msg["kwargs"])
     if strategy.uses_score:
         value, intermediates = jax.lax.stop_gradient(value), []
