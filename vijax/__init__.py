@@ -54,6 +54,7 @@ from vijax.objectives import (
     particle_log_mean_exp,
     particle_mean,
     renyi,
+    rws,
     value_and_grad_estimate,
 )
 
@@ -94,6 +95,7 @@ __all__ = [
     "reparameterized",
     "replay",
     "running_mean",
+    "rws",
     "sample",
     "sample_posterior",
     "scale",

@@ -32,6 +32,7 @@ import jax
 from vijax.estimators.baselines import NoBaseline
 
 __all__ = [
+    "Detached",
     "Implicit",
     "Path",
     "Reparameterized",
@@ -84,6 +85,18 @@ def _base_distribution(fn):
 
 
 @dataclass(frozen=True)
+class Detached:
+    """A draw with no gradient path and no score term: biased on its own.
+
+    Reweighted wake-sleep uses it: its wake-φ step differentiates ``log q_φ(z)`` at fixed
+    samples by design. Not for use as a site's estimator.
+    """
+
+    uses_score = False
+    name = "detached"
+
+
+@dataclass(frozen=True)
 class ScoreFunction:
     """Score-function (REINFORCE) gradient ``(f − b) ∇ log q`` with a ``baseline``."""
 
@@ -121,7 +134,7 @@ def score_function(baseline=None) -> ScoreFunction:
     return ScoreFunction(baseline)
 
 
-STRATEGY_TYPES = (Reparameterized, Path, Implicit, ScoreFunction)
+STRATEGY_TYPES = (Reparameterized, Path, Implicit, ScoreFunction, Detached)
 
 
 def default_strategy(fn):
@@ -164,6 +177,6 @@ def draw(msg: dict, strategy) -> None:
                 f"not {type(base).__name__}"
             )
     value, intermediates = fn(*msg["args"], sample_intermediates=True, **msg["kwargs"])
-    if strategy.uses_score:
+    if strategy.uses_score or isinstance(strategy, Detached):
         value, intermediates = jax.lax.stop_gradient(value), []
     msg["value"], msg["intermediates"] = value, intermediates

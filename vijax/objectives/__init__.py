@@ -19,10 +19,12 @@ from vijax.objectives.programs import (
     log_weight_terms,
 )
 from vijax.objectives.renyi import Renyi, cubo, renyi
+from vijax.objectives.rws import RWS, rws
 
 __all__ = [
     "ELBO",
     "IWAE",
+    "RWS",
     "DReGIWAE",
     "GradientEstimator",
     "ModelAndFamilyParams",
@@ -40,5 +42,6 @@ __all__ = [
     "particle_log_mean_exp",
     "particle_mean",
     "renyi",
+    "rws",
     "value_and_grad_estimate",
 ]

@@ -34,39 +34,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import jax
-import jax.numpy as jnp
 
 from vijax.core import block
 from vijax.estimators import path, with_estimators
 from vijax.objectives.expectation import Terms, particle_log_mean_exp
+from vijax.objectives.gradients import scale_gradient
 from vijax.objectives.programs import ModelAndFamilyParams, importance_traces, log_weight_terms
 
 __all__ = ["DReGIWAE", "iwae_dreg"]
 
 
-@jax.custom_vjp
-def _scale_gradient(x, factor):
-    """The identity on ``x``; its cotangent is multiplied by ``factor`` (held fixed).
-
-    The output carries ``0 · factor`` so that under ``vmap`` over particles (``factor`` batched,
-    ``x`` shared) each particle gets its own copy, and so its own cotangent.
-    """
-    return x + 0.0 * factor  # depends on factor: batched with it (zeros_like would not be)
-
-
-def _scale_gradient_fwd(x, factor):
-    return _scale_gradient(x, factor), factor
-
-
-def _scale_gradient_bwd(factor, cotangent):
-    return jnp.asarray(cotangent * factor), jnp.zeros_like(factor)
-
-
-_scale_gradient.defvjp(_scale_gradient_fwd, _scale_gradient_bwd)
-
-
 def _scale_family_gradient(params, factor):
-    scale = lambda tree: jax.tree.map(lambda x: _scale_gradient(x, factor), tree)  # noqa: E731
+    scale = lambda tree: jax.tree.map(lambda x: scale_gradient(x, factor), tree)  # noqa: E731
     if isinstance(params, ModelAndFamilyParams):
         return params._replace(family=scale(params.family))
     return scale(params)
