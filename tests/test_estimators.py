@@ -491,3 +491,13 @@ def test_leave_one_out_refuses_an_opaque_scalar():
 
     with pytest.raises(ValueError, match="plain scalar"):
         vj.grad_estimate(opaque)(BERN_PARAMS, jax.random.key(0), X_B)
+
+
+def test_vimco_objective_is_iwae_with_leave_one_out_scores():
+    # On the one-latent Bernoulli model VIMCO is unbiased for the exact IWAE gradient, and each
+    # particle's advantage is the known form L(W) − L(W with W_k := mean of the others).
+    objective = vj.vimco(bern_model, bern_family, 3)
+    mean, se, _ = mc_gradient(objective, BERN_PARAMS, X_B, n=40_000)
+    assert_unbiased(mean, se, _flat(jax.grad(bern_exact_iwae)(BERN_PARAMS, X_B, 3)), label="vimco")
+    with pytest.raises(ValueError, match="num_particles"):
+        vj.vimco(bern_model, bern_family, 1)

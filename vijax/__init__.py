@@ -56,6 +56,7 @@ from vijax.objectives import (
     renyi,
     rws,
     value_and_grad_estimate,
+    vimco,
 )
 
 __version__ = "0.1.0"
@@ -104,5 +105,6 @@ __all__ = [
     "substitute",
     "trace",
     "value_and_grad_estimate",
+    "vimco",
     "with_estimators",
 ]

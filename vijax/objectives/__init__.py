@@ -11,7 +11,7 @@ from vijax.objectives.expectation import (
     particle_mean,
     value_and_grad_estimate,
 )
-from vijax.objectives.iwae import IWAE, iwae
+from vijax.objectives.iwae import IWAE, iwae, vimco
 from vijax.objectives.programs import (
     ModelAndFamilyParams,
     elbo_terms,
@@ -44,4 +44,5 @@ __all__ = [
     "renyi",
     "rws",
     "value_and_grad_estimate",
+    "vimco",
 ]

@@ -22,10 +22,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from vijax.estimators import leave_one_out, score_function, with_estimators
 from vijax.objectives.expectation import Terms, particle_log_mean_exp
 from vijax.objectives.programs import importance_traces, log_weight_terms
 
-__all__ = ["IWAE", "iwae"]
+__all__ = ["IWAE", "iwae", "vimco"]
 
 
 @dataclass(frozen=True)
@@ -51,3 +52,19 @@ def iwae(model: Callable, family: Callable, num_particles: int):
     if not isinstance(num_particles, int) or num_particles < 1:
         raise ValueError(f"iwae: num_particles must be a positive int, got {num_particles!r}")
     return IWAE(model, family, num_particles)
+
+
+def vimco(model: Callable, family: Callable, num_particles: int):
+    """VIMCO (Mnih & Rezende 2016): the IWAE bound with every family site on the score function
+    and the leave-one-out baseline
+
+        A_k = L(W) − L(W_1, ..., W_{k−1}, mean_{j≠k} W_j, W_{k+1}, ..., W_K),
+
+    the multi-sample objective's own control variate. For discrete (or any) latents; needs
+    ``num_particles >= 2``. It is ``vj.iwae`` on
+    ``vj.with_estimators(family, default=vj.score_function(vj.leave_one_out()))``.
+    """
+    if not isinstance(num_particles, int) or num_particles < 2:
+        raise ValueError(f"vimco: num_particles must be an int >= 2, got {num_particles!r}")
+    strategy = score_function(baseline=leave_one_out())
+    return IWAE(model, with_estimators(family, default=strategy), num_particles)
