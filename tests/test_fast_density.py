@@ -36,7 +36,21 @@ CASES = {
         (5,),
     ),
     "batch and event": (lambda m, s: dist.Normal(m, s).to_event(1), (2, 3), (2, 1), (2, 3)),
-    "plain normal (falls back)": (lambda m, s: dist.Normal(m, s), (3,), (3,), (3,)),
+    "plain normal": (lambda m, s: dist.Normal(m, s), (3,), (3,), (3,)),
+    "plain normal, constant scale, expanded": (
+        lambda m, s: dist.Normal(m, 1.0).expand([2, 3]),
+        (3,),
+        (),
+        (2, 3),
+    ),
+    "bernoulli logits": (lambda m, s: dist.Bernoulli(logits=m * s), (5,), (5,), (5,)),
+    "bernoulli logits, event": (
+        lambda m, s: dist.Bernoulli(logits=m * s).to_event(1).expand([4]),
+        (3,),
+        (),
+        (4, 3),
+    ),
+    "masked normal (falls back)": (lambda m, s: dist.Normal(m, s).mask(False), (3,), (3,), (3,)),
     "gamma (falls back)": (
         lambda m, s: dist.Gamma(jnp.abs(m) + 1, 1.0).to_event(1),
         (3,),
@@ -53,6 +67,8 @@ def test_fast_log_prob_equals_numpyro(name):
     loc = _normal(loc_shape, k1)
     scale = jnp.exp(0.3 * _normal(scale_shape, k2))
     value = jnp.abs(_normal(value_shape, k3)) + 0.1
+    if "bernoulli" in name:
+        value = jnp.where(value > 0.8, 1.0, 0.0)
 
     def fast(loc, scale):
         return jnp.sum(fast_density.log_prob(build(loc, scale), value))
@@ -69,3 +85,13 @@ def test_fast_log_prob_equals_numpyro(name):
         jax.grad(fast, argnums=(0, 1))(loc, scale), jax.grad(reference, argnums=(0, 1))(loc, scale)
     ):
         np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-5)
+
+
+def test_fractional_bernoulli_targets_get_the_cross_entropy():
+    # NumPyro scores a value outside {0, 1} as -inf; the fast rule returns the cross-entropy
+    # y·ℓ − softplus(ℓ), the relaxed likelihood some VAEs use on grey pixels.
+    logits = jnp.array([0.3, -1.2])
+    value = jnp.array([0.25, 0.9])
+    expected = value * logits - jax.nn.softplus(logits)
+    got = fast_density.log_prob(dist.Bernoulli(logits=logits), value)
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
