@@ -16,6 +16,7 @@ from vijax.objectives.programs import (
     ModelAndFamilyParams,
     elbo_terms,
     importance_traces,
+    log_weight,
     log_weight_terms,
 )
 from vijax.objectives.renyi import Renyi, cubo, renyi
@@ -38,6 +39,7 @@ __all__ = [
     "importance_traces",
     "iwae",
     "iwae_dreg",
+    "log_weight",
     "log_weight_terms",
     "particle_log_mean_exp",
     "particle_mean",

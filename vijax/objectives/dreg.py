@@ -39,7 +39,7 @@ from vijax.core import block
 from vijax.estimators import path, with_estimators
 from vijax.objectives.expectation import Terms, particle_log_mean_exp
 from vijax.objectives.gradients import scale_gradient
-from vijax.objectives.programs import ModelAndFamilyParams, importance_traces, log_weight_terms
+from vijax.objectives.programs import ModelAndFamilyParams, log_weight
 
 __all__ = ["DReGIWAE", "iwae_dreg"]
 
@@ -62,18 +62,15 @@ class DReGIWAE:
     def __call__(self, params, key, *args, **kwargs) -> Terms:
         family = with_estimators(self.family, default=path())
 
-        def log_weight(particle_key, factor=None):
+        def one(particle_key, factor=None):
             scaled = params if factor is None else _scale_family_gradient(params, factor)
-            model_trace, family_trace = importance_traces(
-                self.model, family, scaled, particle_key, args, kwargs
-            )
-            return log_weight_terms(model_trace, family_trace)
+            return log_weight(self.model, family, scaled, particle_key, args, kwargs)
 
         keys = jax.random.split(key, self.num_particles)  # the keys particle_log_mean_exp uses
         with block():  # a first pass for the weights, hidden from the estimator
-            log_weights = jax.vmap(lambda k: log_weight(k).value)(keys)
+            log_weights = jax.vmap(lambda k: one(k).value)(keys)
         normalized = jax.lax.stop_gradient(jax.nn.softmax(log_weights))
-        return particle_log_mean_exp(log_weight, key, self.num_particles, normalized)
+        return particle_log_mean_exp(one, key, self.num_particles, normalized)
 
 
 def iwae_dreg(model: Callable, family: Callable, num_particles: int) -> DReGIWAE:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from vijax.estimators import leave_one_out, score_function, with_estimators
 from vijax.objectives.expectation import Terms, particle_log_mean_exp
-from vijax.objectives.programs import importance_traces, log_weight_terms
+from vijax.objectives.programs import log_weight
 
 __all__ = ["IWAE", "iwae", "vimco"]
 
@@ -38,13 +38,10 @@ class IWAE:
     num_particles: int
 
     def __call__(self, params, key, *args, **kwargs) -> Terms:
-        def log_weight(particle_key):
-            model_trace, family_trace = importance_traces(
-                self.model, self.family, params, particle_key, args, kwargs
-            )
-            return log_weight_terms(model_trace, family_trace)
+        def one(particle_key):
+            return log_weight(self.model, self.family, params, particle_key, args, kwargs)
 
-        return particle_log_mean_exp(log_weight, key, self.num_particles)
+        return particle_log_mean_exp(one, key, self.num_particles)
 
 
 def iwae(model: Callable, family: Callable, num_particles: int):

@@ -11,7 +11,13 @@ from vijax.core import handlers, site_axes
 from vijax.estimators import site_strategy, stops_density_gradient
 from vijax.objectives.expectation import Terms
 
-__all__ = ["ModelAndFamilyParams", "elbo_terms", "importance_traces", "log_weight_terms"]
+__all__ = [
+    "ModelAndFamilyParams",
+    "elbo_terms",
+    "importance_traces",
+    "log_weight",
+    "log_weight_terms",
+]
 
 
 class ModelAndFamilyParams(NamedTuple):
@@ -72,6 +78,13 @@ def log_weight_terms(model_trace, family_trace) -> Terms:
     return Terms.from_trace(model_trace) - Terms.from_trace(
         family_trace, sites=latents, family=True
     )
+
+
+def log_weight(model, family, params, key, args, kwargs) -> Terms:
+    """One particle's ``log p(x, z) − log q(z)``, ``z ~ family``: the multi-sample objectives'
+    building block."""
+    model_trace, family_trace = importance_traces(model, family, params, key, args, kwargs)
+    return log_weight_terms(model_trace, family_trace)
 
 
 def _analytic_kl(q_site, p_site):

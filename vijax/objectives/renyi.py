@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 from vijax.objectives.elbo import ELBO
 from vijax.objectives.expectation import Terms, particle_log_mean_exp
-from vijax.objectives.programs import importance_traces, log_weight_terms
+from vijax.objectives.programs import log_weight
 
 __all__ = ["Renyi", "cubo", "renyi"]
 
@@ -51,13 +51,10 @@ class Renyi:
     sign: float = 1.0
 
     def __call__(self, params, key, *args, **kwargs) -> Terms:
-        def log_weight(particle_key):
-            model_trace, family_trace = importance_traces(
-                self.model, self.family, params, particle_key, args, kwargs
-            )
-            return log_weight_terms(model_trace, family_trace)
+        def one(particle_key):
+            return log_weight(self.model, self.family, params, particle_key, args, kwargs)
 
-        bound = particle_log_mean_exp(log_weight, key, self.num_particles, power=1.0 - self.alpha)
+        bound = particle_log_mean_exp(one, key, self.num_particles, power=1.0 - self.alpha)
         return bound if self.sign == 1.0 else self.sign * bound
 
 
