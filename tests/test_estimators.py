@@ -501,3 +501,21 @@ def test_vimco_objective_is_iwae_with_leave_one_out_scores():
     assert_unbiased(mean, se, _flat(jax.grad(bern_exact_iwae)(BERN_PARAMS, X_B, 3)), label="vimco")
     with pytest.raises(ValueError, match="num_particles"):
         vj.vimco(bern_model, bern_family, 1)
+
+
+def test_learned_baseline_is_unbiased_and_regresses_on_the_signal():
+    # b = params["b"]: any value leaves the family gradient unbiased, and the gradient for b is
+    # E[F − b] = ELBO − b (the single site's signal F is the whole ELBO draw).
+    family = vj.with_estimators(
+        lambda params, x: bern_family(params["family"], x),
+        {"z": vj.score_function(vj.learned(lambda params, *args: params["b"]))},
+    )
+    params = {"family": BERN_PARAMS, "b": jnp.array(-1.0)}
+    mean, se, _ = mc_gradient(vj.elbo(bern_model, family), params, X_B, n=40_000)
+    exact_elbo = float(bern_exact_elbo(BERN_PARAMS, X_B))
+    exact_family = _flat(jax.grad(bern_exact_elbo)(BERN_PARAMS, X_B))
+    # flattened as [b, family logit]
+    assert_unbiased(mean[1:], se[1:], exact_family, label="learned baseline, family")
+    assert_unbiased(mean[:1], se[:1], [exact_elbo + 1.0], label="learned baseline, b")
+    with pytest.raises(ValueError, match="callable"):
+        vj.learned(3.0)

@@ -31,6 +31,7 @@ from vijax.core import (
 from vijax.estimators import (
     constant,
     implicit,
+    learned,
     leave_one_out,
     no_baseline,
     path,
@@ -82,6 +83,7 @@ __all__ = [
     "implicit",
     "iwae",
     "iwae_dreg",
+    "learned",
     "leave_one_out",
     "log_density",
     "mask",

@@ -2,11 +2,13 @@
 
 from vijax.estimators.baselines import (
     Constant,
+    Learned,
     LeaveOneOut,
     NoBaseline,
     RunningMean,
     Signal,
     constant,
+    learned,
     leave_one_out,
     no_baseline,
     running_mean,
@@ -29,6 +31,7 @@ from vijax.estimators.strategies import (
 __all__ = [
     "Constant",
     "Implicit",
+    "Learned",
     "LeaveOneOut",
     "NoBaseline",
     "Path",
@@ -40,6 +43,7 @@ __all__ = [
     "default_strategy",
     "draw",
     "implicit",
+    "learned",
     "leave_one_out",
     "no_baseline",
     "path",

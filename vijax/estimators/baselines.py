@@ -16,6 +16,11 @@ aligned with the site's elements) into an advantage ``f − b``:
 - :func:`leave_one_out`: with ``K`` particles, particle ``k``'s baseline is built from the other
   ``K − 1`` (Kool et al. 2019; for coupled objectives such as IWAE it is VIMCO's, Mnih & Rezende
   2016: the objective with particle ``k``'s value replaced by the mean of the others).
+- :func:`learned`: ``b = fn(params, *args)``, a function of the objective's own parameters
+  (a scalar, a per-datum table, a network of the data) trained with the objective: the
+  surrogate gains ``−½ Σ (⊥F − b)²``, whose gradient moves ``b`` toward ``E[F]`` (Mnih & Gregor
+  2014, "Neural Variational Inference and Learning in Belief Networks"). ``fn`` must read only
+  parameters of its own (e.g. ``params["baseline"]``), or that term would move the family too.
 
 Example:
     >>> import vijax as vj
@@ -26,17 +31,20 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 
 __all__ = [
     "Constant",
+    "Learned",
     "LeaveOneOut",
     "NoBaseline",
     "RunningMean",
     "Signal",
     "constant",
+    "learned",
     "leave_one_out",
     "no_baseline",
     "running_mean",
@@ -54,6 +62,7 @@ class Signal:
       leave_one_out: a function returning the signal minus its leave-one-out baseline, or
         ``None`` when the site has no particle axis to leave one out of.
       site: the site name, for error messages.
+      params, args: the objective's parameters and arguments (for learned baselines).
     """
 
     value: jax.Array
@@ -61,6 +70,8 @@ class Signal:
     averaged_axes: frozenset[str]
     leave_one_out: Callable[[], jax.Array] | None
     site: str
+    params: Any = None
+    args: tuple = ()
 
     def averaged(self) -> jax.Array:
         """The signal averaged over ``averaged_axes`` (kept as size-1 axes)."""
@@ -68,9 +79,16 @@ class Signal:
         return jnp.mean(self.value, axis=reduce, keepdims=True) if reduce else self.value
 
 
+def _no_fit_term(self, signal: Signal) -> jax.Array:
+    """The baseline's own training term in the surrogate (none for untrained baselines)."""
+    return jnp.zeros(())
+
+
 @dataclass(frozen=True)
 class NoBaseline:
     """``b = 0``: plain REINFORCE."""
+
+    fit_term = _no_fit_term
 
     def init(self, signal: Signal):
         return None
@@ -84,6 +102,7 @@ class Constant:
     """A fixed baseline ``b = value``."""
 
     value: float
+    fit_term = _no_fit_term
 
     def init(self, signal: Signal):
         return None
@@ -97,6 +116,7 @@ class RunningMean:
     """Exponential moving average of past signals with decay ``decay`` (bias-corrected)."""
 
     decay: float = 0.9
+    fit_term = _no_fit_term
 
     def init(self, signal: Signal):
         mean = jnp.zeros(jnp.shape(signal.averaged()), jnp.result_type(signal.value))
@@ -120,6 +140,8 @@ class RunningMean:
 class LeaveOneOut:
     """Particle ``k``'s baseline from the other ``K − 1`` particles (needs ``K ≥ 2``)."""
 
+    fit_term = _no_fit_term
+
     def init(self, signal: Signal):
         return None
 
@@ -130,6 +152,26 @@ class LeaveOneOut:
                 "(an objective with num_particles >= 2)"
             )
         return signal.leave_one_out(), state
+
+
+@dataclass(frozen=True)
+class Learned:
+    """``b = fn(params, *args)``, trained by regression on the learning signal."""
+
+    fn: Callable
+
+    def init(self, signal: Signal):
+        return None
+
+    def _baseline(self, signal: Signal) -> jax.Array:
+        return jnp.broadcast_to(self.fn(signal.params, *signal.args), jnp.shape(signal.value))
+
+    def advantage(self, signal: Signal, state):
+        return signal.value - jax.lax.stop_gradient(self._baseline(signal)), state
+
+    def fit_term(self, signal: Signal) -> jax.Array:
+        error = jax.lax.stop_gradient(signal.value) - self._baseline(signal)
+        return -0.5 * jnp.sum(jnp.square(error))
 
 
 def no_baseline() -> NoBaseline:
@@ -147,6 +189,18 @@ def running_mean(decay: float = 0.9) -> RunningMean:
     if not 0.0 <= decay < 1.0:
         raise ValueError(f"running_mean: decay must be in [0, 1), got {decay!r}")
     return RunningMean(float(decay))
+
+
+def learned(fn: Callable) -> Learned:
+    """A learned baseline ``b = fn(params, *args)`` trained with the objective (see above).
+
+    Example:
+        >>> import vijax as vj
+        >>> baseline = vj.learned(lambda params, *args: params["baseline"])
+    """
+    if not callable(fn):
+        raise ValueError(f"learned: fn must be callable, got {fn!r}")
+    return Learned(fn)
 
 
 def leave_one_out() -> LeaveOneOut:

@@ -47,6 +47,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -488,10 +489,12 @@ def gradient_estimator(objective: Callable) -> GradientEstimator:
             state_key = _state_key(record.name, seen)
             baseline = record.strategy.baseline
             site_state = None if state is None else state.get(state_key)
-            advantage, site_state = baseline.advantage(out.signal(record), site_state)
+            signal = dataclasses.replace(out.signal(record), params=params, args=args)
+            advantage, site_state = baseline.advantage(signal, site_state)
             if site_state is not None:
                 new_state[state_key] = site_state
             total = total + jnp.sum(jax.lax.stop_gradient(advantage) * record.log_prob)
+            total = total + baseline.fit_term(signal)
         return total, (value, new_state)
 
     def estimate(params, state, key, *args, **kwargs):
