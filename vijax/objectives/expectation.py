@@ -8,7 +8,8 @@ family's sample sites draw fresh values, a model scores them) and returns a numb
 - :class:`Terms`: a sum of named-axis terms (:meth:`Terms.from_trace`, :func:`particle_mean`)
   whose structure lets score-function estimators Rao-Blackwellize (below);
 - the result of :func:`particle_log_mean_exp`: a value coupled across ``K`` particles
-  (``log (1/K) Σ_k exp W_k``, the importance-weighted bound).
+  (``(1/β) log (1/K) Σ_k exp(β W_k)``: the importance-weighted bound for ``β = 1``, Rényi
+  bounds otherwise).
 
 :func:`gradient_estimator` turns an objective into an unbiased estimator of ``∇_φ L`` that honours
 each fresh site's strategy. It runs the objective under a handler that draws each fresh site by
@@ -19,7 +20,8 @@ record ``log q_φ(z)``), then differentiates the *surrogate*
 
 where ``⊥`` is ``stop_gradient`` and ``A_{s,i} = F_{s,i} − b_{s,i}`` is the learning signal minus
 the site's baseline. ``E[∇S] = ∇L`` (Schulman et al. 2015, "Gradient Estimation Using Stochastic
-Computation Graphs"; Foerster et al. 2018, DiCE).
+Computation Graphs"; Foerster et al. 2018, DiCE). A learned baseline adds its own regression
+term ``−½ Σ_i (⊥F_{s,i} − b_{s,i})²``, which only its parameters feel.
 
 **Rao-Blackwellization over plates.** When the value is :class:`Terms`, the learning signal of
 element ``i`` of score site ``s`` is the sum of the terms that can depend on ``z_{s,i}``: a term
