@@ -174,6 +174,9 @@ class Learned:
         return -0.5 * jnp.sum(jnp.square(error))
 
 
+BASELINE_TYPES = (NoBaseline, Constant, RunningMean, LeaveOneOut, Learned)
+
+
 def no_baseline() -> NoBaseline:
     """No baseline (``b = 0``)."""
     return NoBaseline()

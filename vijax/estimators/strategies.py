@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 import jax
 
-from vijax.estimators.baselines import NoBaseline
+from vijax.estimators.baselines import BASELINE_TYPES, NoBaseline
 
 __all__ = [
     "Detached",
@@ -124,12 +124,12 @@ def score_function(baseline=None) -> ScoreFunction:
     """The score-function (REINFORCE) strategy with an optional ``baseline``.
 
     Args:
-      baseline: ``None`` (no baseline), ``vj.constant(c)``, ``vj.running_mean(decay)`` or
-        ``vj.leave_one_out()``.
+      baseline: ``None`` (no baseline), ``vj.constant(c)``, ``vj.running_mean(decay)``,
+        ``vj.leave_one_out()`` or ``vj.learned(fn)``.
     """
     if baseline is None:
         baseline = NoBaseline()
-    if not (hasattr(baseline, "advantage") and hasattr(baseline, "init")):
+    if not isinstance(baseline, BASELINE_TYPES):
         raise ValueError(f"score_function: baseline must be a vijax baseline, got {baseline!r}")
     return ScoreFunction(baseline)
 
