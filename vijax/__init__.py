@@ -30,6 +30,7 @@ from vijax.core import (
 )
 from vijax.estimators import (
     constant,
+    enumeration,
     implicit,
     learned,
     leave_one_out,
@@ -76,6 +77,7 @@ __all__ = [
     "cubo",
     "deterministic",
     "elbo",
+    "enumeration",
     "factor",
     "fit",
     "grad_estimate",

@@ -33,12 +33,14 @@ from vijax.estimators.baselines import BASELINE_TYPES, NoBaseline
 
 __all__ = [
     "Detached",
+    "Enumerate",
     "Implicit",
     "Path",
     "Reparameterized",
     "ScoreFunction",
     "default_strategy",
     "draw",
+    "enumeration",
     "implicit",
     "path",
     "reparameterized",
@@ -97,6 +99,14 @@ class Detached:
 
 
 @dataclass(frozen=True)
+class Enumerate:
+    """Exact sum over a finite support: the rest of the objective at every value, same keys."""
+
+    uses_score = False
+    name = "enumeration"
+
+
+@dataclass(frozen=True)
 class ScoreFunction:
     """Score-function (REINFORCE) gradient ``(f − b) ∇ log q`` with a ``baseline``."""
 
@@ -113,6 +123,17 @@ def reparameterized() -> Reparameterized:
 def implicit() -> Implicit:
     """Implicit reparameterization (Gamma, Beta, Dirichlet and their relatives)."""
     return Implicit()
+
+
+def enumeration() -> Enumerate:
+    """Exact enumeration of a finite-support site (Bernoulli, Categorical, ...).
+
+    The objective is evaluated at every value of the site with the same random numbers for
+    every other draw, and the values are summed with weights ``q_φ(v)``: zero variance from
+    this site, at the cost of one evaluation per value (the product of the supports for
+    several enumerated sites). Global, unbatched sites only for now.
+    """
+    return Enumerate()
 
 
 def path() -> Path:
@@ -134,7 +155,7 @@ def score_function(baseline=None) -> ScoreFunction:
     return ScoreFunction(baseline)
 
 
-STRATEGY_TYPES = (Reparameterized, Path, Implicit, ScoreFunction, Detached)
+STRATEGY_TYPES = (Reparameterized, Path, Implicit, Enumerate, ScoreFunction, Detached)
 
 
 def default_strategy(fn):
@@ -169,6 +190,10 @@ def draw(msg: dict, strategy) -> None:
             f"site {name!r}: {strategy.name} asked of {type(fn).__name__}, which has no "
             "rsample; use vj.score_function() (or leave the estimator to the default rule)"
         )
+    if isinstance(strategy, Enumerate) and not fn.has_enumerate_support:
+        raise ValueError(
+            f"site {name!r}: enumeration asked of {type(fn).__name__}, which has no finite support"
+        )
     if isinstance(strategy, Implicit):
         base = _base_distribution(fn)
         if type(base).__name__ not in IMPLICIT_FAMILIES:
@@ -177,6 +202,6 @@ def draw(msg: dict, strategy) -> None:
                 f"not {type(base).__name__}"
             )
     value, intermediates = fn(*msg["args"], sample_intermediates=True, **msg["kwargs"])
-    if strategy.uses_score or isinstance(strategy, Detached):
+    if strategy.uses_score or isinstance(strategy, Detached | Enumerate):
         value, intermediates = jax.lax.stop_gradient(value), []
     msg["value"], msg["intermediates"] = value, intermediates

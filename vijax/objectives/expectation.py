@@ -60,6 +60,7 @@ from numpyro.primitives import Messenger
 
 from vijax.core import site_axes, site_log_prob
 from vijax.estimators import Signal, draw, site_strategy, stops_density_gradient
+from vijax.estimators.strategies import Enumerate
 
 __all__ = [
     "GradientEstimator",
@@ -324,7 +325,13 @@ class _Estimation(Messenger):
     ``substitute`` and ``condition`` set theirs first, as NumPyro applies inner handlers first).
     """
 
+    def __init__(self, forced: dict | None = None):
+        self.forced = forced or {}  # values of enumerated sites, by name
+        super().__init__()
+
     def __enter__(self):
+        self.enumerated: list[tuple[str, jax.Array, Any]] = []  # (name, support, dtype)
+        self.enumerated_log_q: list[jax.Array] = []
         self._draws: list[frozenset] = []  # plate names of each fresh draw, in order
         self._pending: list[tuple[int, dict, Any]] = []
         self._subsampled: set[str] = set()
@@ -346,10 +353,28 @@ class _Estimation(Messenger):
         if msg["type"] != "sample" or msg["is_observed"] or msg["value"] is not None:
             return
         strategy = site_strategy(msg)
-        draw(msg, strategy)
+        if isinstance(strategy, Enumerate):
+            self._enumerate(msg, strategy)
+        else:
+            draw(msg, strategy)
         self._draws.append(frozenset(frame.name for frame in msg["cond_indep_stack"]))
         if strategy.uses_score:
             self._pending.append((len(self._draws) - 1, msg, strategy))
+
+    def _enumerate(self, msg, strategy) -> None:
+        name, fn = msg["name"], msg["fn"]
+        if msg["cond_indep_stack"] or tuple(fn.batch_shape) or tuple(fn.event_shape):
+            raise ValueError(
+                f"site {name!r}: enumeration of batched or plated sites is not supported yet "
+                "(use vj.score_function() with a baseline there)"
+            )
+        if name in self.forced:
+            msg["value"], msg["intermediates"] = self.forced[name], []
+            self.enumerated_log_q.append(fn.log_prob(msg["value"]))
+        else:  # the discovery pass: any value will do, the sums come later
+            draw(msg, strategy)
+            support = fn.enumerate_support(expand=False).reshape(-1)
+            self.enumerated.append((name, support, msg["value"].dtype))
 
     def add_particle_block(self, records: list[_ScoreRecord], axis: str) -> None:
         """Adopt the records of a vmapped particle block (drawn now, outside every plate)."""
@@ -401,6 +426,11 @@ def _particles(fn, key, num_particles: int, per_particle=()):
     def one(k, *extra):
         with _Estimation() as inner:
             value = Terms.of(fn(k, *extra))
+        if inner.enumerated:
+            raise NotImplementedError(
+                f"enumerated site(s) {[n for n, _, _ in inner.enumerated]} inside a particle "
+                "block (enumerate a single-particle objective instead)"
+            )
         return value, inner.records()
 
     value, records = jax.vmap(one)(keys, *per_particle)
@@ -480,14 +510,13 @@ def gradient_estimator(objective: Callable) -> GradientEstimator:
     particles) for score-function sites. It composes with ``jit``, ``vmap`` and ``grad``.
     """
 
-    def surrogate(params, state, key, args, kwargs):
-        with _Estimation() as handler:
+    def run(params, state, key, args, kwargs, forced=None):
+        """One evaluation: ``(value, zero-valued score terms, baseline fit terms, state, h)``."""
+        with _Estimation(forced) as handler:
             out = Terms.of(objective(params, key, *args, **kwargs))
-        records = handler.records()
-        value = out.value
-        total = value
+        score, fit = jnp.zeros(()), jnp.zeros(())
         new_state, seen = {}, {}
-        for record in records:
+        for record in handler.records():
             state_key = _state_key(record.name, seen)
             baseline = record.strategy.baseline
             site_state = None if state is None else state.get(state_key)
@@ -495,8 +524,44 @@ def gradient_estimator(objective: Callable) -> GradientEstimator:
             advantage, site_state = baseline.advantage(signal, site_state)
             if site_state is not None:
                 new_state[state_key] = site_state
-            total = total + jnp.sum(jax.lax.stop_gradient(advantage) * record.log_prob)
-            total = total + baseline.fit_term(signal)
+            log_q = record.log_prob
+            score = score + jnp.sum(
+                jax.lax.stop_gradient(advantage) * (log_q - jax.lax.stop_gradient(log_q))
+            )
+            fit = fit + baseline.fit_term(signal)
+        return out.value, score, fit, new_state, handler
+
+    def surrogate(params, state, key, args, kwargs):
+        value, score, fit, new_state, handler = run(params, state, key, args, kwargs)
+        if not handler.enumerated:
+            return value + score + fit, (value, new_state)
+        # Exact sums over the enumerated sites: the objective at every joint value of their
+        # supports, with the same key (every other draw repeats), weighted by Π q_φ(v).
+        names = [name for name, _, _ in handler.enumerated]
+        dtypes = [dtype for _, _, dtype in handler.enumerated]
+        grids = jnp.meshgrid(*[support for _, support, _ in handler.enumerated], indexing="ij")
+        grid = [g.reshape(-1) for g in grids]
+
+        def at(*values):
+            forced = {n: v.astype(d) for n, v, d in zip(names, values, dtypes)}
+            value, score, fit, new_state, handler = run(params, state, key, args, kwargs, forced)
+            if handler.enumerated:
+                raise ValueError(
+                    f"enumerated site(s) {[n for n, _, _ in handler.enumerated]} appear only "
+                    "for some values of other enumerated sites"
+                )
+            return sum(handler.enumerated_log_q), value, score, fit, new_state
+
+        log_w, values, scores, fits, states = jax.vmap(at)(*grid)
+        weights = jnp.exp(log_w)
+        fixed = jax.lax.stop_gradient(weights)
+        value = jnp.sum(weights * values)
+        total = value + jnp.sum(weights * scores) + jnp.sum(fixed * fits)
+        mean = lambda x: jnp.tensordot(fixed, x, axes=1)  # noqa: E731
+        new_state = jax.tree.map(
+            lambda x: jnp.round(mean(x)).astype(x.dtype) if x.dtype.kind in "iu" else mean(x),
+            states,
+        )
         return total, (value, new_state)
 
     def estimate(params, state, key, *args, **kwargs):
