@@ -11,7 +11,7 @@ from vijax.objectives.expectation import (
     particle_mean,
     value_and_grad_estimate,
 )
-from vijax.objectives.iwae import IWAE, iwae, vimco
+from vijax.objectives.iwae import iwae, vimco
 from vijax.objectives.programs import (
     ModelAndFamilyParams,
     elbo_terms,
@@ -24,7 +24,6 @@ from vijax.objectives.rws import RWS, rws
 
 __all__ = [
     "ELBO",
-    "IWAE",
     "RWS",
     "DReGIWAE",
     "GradientEstimator",

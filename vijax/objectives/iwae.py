@@ -20,35 +20,18 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from vijax.estimators import leave_one_out, score_function, with_estimators
-from vijax.objectives.expectation import Terms, particle_log_mean_exp
-from vijax.objectives.programs import log_weight
+from vijax.objectives.renyi import Renyi
 
-__all__ = ["IWAE", "iwae", "vimco"]
-
-
-@dataclass(frozen=True)
-class IWAE:
-    """The IWAE objective ``(params, key, *args) -> Terms`` (see :func:`iwae`)."""
-
-    model: Callable
-    family: Callable
-    num_particles: int
-
-    def __call__(self, params, key, *args, **kwargs) -> Terms:
-        def one(particle_key):
-            return log_weight(self.model, self.family, params, particle_key, args, kwargs)
-
-        return particle_log_mean_exp(one, key, self.num_particles)
+__all__ = ["iwae", "vimco"]
 
 
 def iwae(model: Callable, family: Callable, num_particles: int):
     """The importance-weighted bound with ``num_particles`` particles (an objective to maximize)."""
     if not isinstance(num_particles, int) or num_particles < 1:
         raise ValueError(f"iwae: num_particles must be a positive int, got {num_particles!r}")
-    return IWAE(model, family, num_particles)
+    return Renyi(model, family, num_particles, 0.0)  # α = 0: the same power mean, β = 1
 
 
 def vimco(model: Callable, family: Callable, num_particles: int):
@@ -64,4 +47,4 @@ def vimco(model: Callable, family: Callable, num_particles: int):
     if not isinstance(num_particles, int) or num_particles < 2:
         raise ValueError(f"vimco: num_particles must be an int >= 2, got {num_particles!r}")
     strategy = score_function(baseline=leave_one_out())
-    return IWAE(model, with_estimators(family, default=strategy), num_particles)
+    return iwae(model, with_estimators(family, default=strategy), num_particles)
