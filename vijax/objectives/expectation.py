@@ -450,7 +450,11 @@ def particle_mean(fn: Callable, key, num_particles: int, *per_particle) -> Terms
     arrays, kinds = [], []
     for array, kind in zip(stacked.arrays, stacked.kinds):
         if isinstance(kind, _Coupled):
-            raise NotImplementedError("particle_mean of a coupled (log-mean-exp) value")
+            # an inner coupled block (a nested importance-weighted estimate) is one number per
+            # outer particle: a term on the outer particle axis, the whole block every inner
+            # site's signal (leave-one-out then works over the outer particles)
+            array = jax.vmap(lambda w, power=kind.power: _coupled_value(w, power))(array)
+            kind = _Linear(())
         arrays.append(array / num_particles)
         kinds.append(_Linear((axis, *kind.axes), opaque=False))
     return Terms(arrays, kinds)
@@ -473,8 +477,8 @@ def particle_log_mean_exp(
     stacked, axis = _particles(fn, key, num_particles, per_particle)
     log_weights = jnp.zeros((num_particles,))
     for array, kind in zip(stacked.arrays, stacked.kinds):
-        if isinstance(kind, _Coupled):
-            raise NotImplementedError("particle_log_mean_exp of a coupled value")
+        if isinstance(kind, _Coupled):  # a nested block: one number per outer particle
+            array = jax.vmap(lambda w, power=kind.power: _coupled_value(w, power))(array)
         log_weights = log_weights + jnp.sum(array.reshape(num_particles, -1), axis=1)
     return Terms((log_weights,), (_Coupled(axis, float(power)),))
 
