@@ -185,6 +185,12 @@ def draw(msg: dict, strategy) -> None:
     """
     fn, name = msg["fn"], msg["name"]
     check_strategy(strategy, name)
+    custom = getattr(strategy, "draw", None)
+    if custom is not None:
+        # a strategy with its own sampler sets msg["value"] (and, for a score-type strategy,
+        # msg["score_log_prob"]: the log-density its score term differentiates, batch-shaped)
+        custom(msg)
+        return
     if isinstance(strategy, Reparameterized | Path) and not fn.has_rsample:
         raise ValueError(
             f"site {name!r}: {strategy.name} asked of {type(fn).__name__}, which has no "

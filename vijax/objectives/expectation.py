@@ -386,7 +386,9 @@ class _Estimation(Messenger):
         out = []
         for index, msg, strategy in self._pending:
             later = self._draws[index + 1 :]
-            log_prob = site_log_prob(msg, scaled=False)
+            log_prob = msg.get("score_log_prob")
+            if log_prob is None:
+                log_prob = site_log_prob(msg, scaled=False)
             axes = site_axes(msg, jnp.ndim(log_prob))
             kept = [
                 i
