@@ -13,6 +13,7 @@ from vijax.estimators.baselines import (
     no_baseline,
     running_mean,
 )
+from vijax.estimators.mvd import MeasureValued, mvd
 from vijax.estimators.select import site_strategy, with_estimators
 from vijax.estimators.strategies import (
     Implicit,
@@ -33,6 +34,7 @@ __all__ = [
     "Constant",
     "Implicit",
     "Learned",
+    "MeasureValued",
     "LeaveOneOut",
     "NoBaseline",
     "Path",
@@ -47,6 +49,7 @@ __all__ = [
     "implicit",
     "learned",
     "leave_one_out",
+    "mvd",
     "no_baseline",
     "path",
     "reparameterized",

@@ -13,6 +13,9 @@ says how its part of ``∇_φ L`` is estimated:
 - :func:`implicit` (implicit reparameterization; Figurnov et al. 2018): for Gamma, Beta and
   Dirichlet sites, whose samplers have no explicit ``z = g_φ(ε)``, the pathwise derivative is
   ``∂z/∂φ = −(∂F/∂φ) / q_φ(z)`` with ``F`` the CDF, which JAX's gamma sampler provides.
+- :func:`vijax.estimators.mvd.mvd` (measure-valued derivatives; Mohamed et al. 2020): for
+  Bernoulli, Categorical, Poisson, Geometric and Normal sites, each parameter's derivative is a
+  constant times the difference of the objective at two coupled values of the site.
 - :func:`score_function` (REINFORCE; Williams 1992): ``∇_φ L = E_z[∇_φ f(z, φ) + (f(z, φ) − b)
   ∇_φ log q_φ(z)]``, valid for any distribution, with a baseline ``b`` (see
   :mod:`vijax.estimators.baselines`) and Rao-Blackwellized over plates.
@@ -30,6 +33,7 @@ from dataclasses import dataclass, field
 import jax
 
 from vijax.estimators.baselines import BASELINE_TYPES, NoBaseline
+from vijax.estimators.mvd import MVD_FAMILIES, MeasureValued, base_distribution
 
 __all__ = [
     "Detached",
@@ -74,16 +78,6 @@ class Implicit:
 
 #: distributions whose NumPyro samplers draw through ``jax.random.gamma`` (implicit gradients)
 IMPLICIT_FAMILIES = ("Gamma", "Beta", "Dirichlet", "Chi2", "InverseGamma")
-
-
-def _base_distribution(fn):
-    while hasattr(fn, "base_dist") and type(fn).__name__ in (
-        "ExpandedDistribution",
-        "Independent",
-        "MaskedDistribution",
-    ):
-        fn = fn.base_dist
-    return fn
 
 
 @dataclass(frozen=True)
@@ -155,7 +149,15 @@ def score_function(baseline=None) -> ScoreFunction:
     return ScoreFunction(baseline)
 
 
-STRATEGY_TYPES = (Reparameterized, Path, Implicit, Enumerate, ScoreFunction, Detached)
+STRATEGY_TYPES = (
+    Reparameterized,
+    Path,
+    Implicit,
+    Enumerate,
+    ScoreFunction,
+    Detached,
+    MeasureValued,
+)
 
 
 def default_strategy(fn):
@@ -201,13 +203,20 @@ def draw(msg: dict, strategy) -> None:
             f"site {name!r}: enumeration asked of {type(fn).__name__}, which has no finite support"
         )
     if isinstance(strategy, Implicit):
-        base = _base_distribution(fn)
+        base = base_distribution(fn)
         if type(base).__name__ not in IMPLICIT_FAMILIES:
             raise ValueError(
                 f"site {name!r}: implicit reparameterization is for {list(IMPLICIT_FAMILIES)}, "
                 f"not {type(base).__name__}"
             )
     value, intermediates = fn(*msg["args"], sample_intermediates=True, **msg["kwargs"])
-    if strategy.uses_score or isinstance(strategy, Detached | Enumerate):
+    if isinstance(strategy, MeasureValued):
+        kind = type(base_distribution(fn)).__name__
+        if kind not in MVD_FAMILIES:
+            raise ValueError(
+                f"site {name!r}: measure-valued derivatives are implemented for "
+                f"{list(MVD_FAMILIES)}, not {kind}"
+            )
+    if strategy.uses_score or isinstance(strategy, Detached | Enumerate | MeasureValued):
         value, intermediates = jax.lax.stop_gradient(value), []
     msg["value"], msg["intermediates"] = value, intermediates

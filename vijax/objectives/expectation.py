@@ -56,10 +56,12 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from numpyro.primitives import Messenger
 
 from vijax.core import site_axes, site_log_prob
 from vijax.estimators import Signal, draw, site_strategy, stops_density_gradient
+from vijax.estimators.mvd import MeasureValued, couplings
 from vijax.estimators.strategies import Enumerate
 
 __all__ = [
@@ -315,27 +317,61 @@ class _ScoreRecord:
         )
 
 
+@jax.tree_util.register_dataclass
+@dataclass
+class _LocalSite:
+    """An enumerated or measure-valued site: what its re-evaluations need.
+
+    ``layout`` names each axis of ``value``: a kept plate or particle axis (its elements are
+    perturbed together, being conditionally independent), or ``None`` (batch axes that the
+    Rao-Blackwell rule does not keep, and event axes: perturbed one element at a time).
+    """
+
+    value: jax.Array
+    log_q: jax.Array  # log q(value), batch-shaped (enumeration weights)
+    extra: Any  # enumeration: the support, shape (C, *event); mvd: list of Couplings
+    name: str = field(metadata=dict(static=True))
+    strategy: Any = field(metadata=dict(static=True))
+    layout: tuple = field(metadata=dict(static=True))
+    batch_ndim: int = field(metadata=dict(static=True))
+
+    def with_particle_axis(self, axis: str) -> _LocalSite:
+        return _LocalSite(
+            self.value,
+            self.log_q,
+            self.extra,
+            self.name,
+            self.strategy,
+            (axis, *self.layout),
+            self.batch_ndim + 1,
+        )
+
+
 _ACTIVE: list[_Estimation] = []
 
 
 class _Estimation(Messenger):
-    """Draw every fresh sample site by its strategy; record the score-function sites.
+    """Draw every fresh sample site by its strategy; record score and local sites.
 
     A fresh site is an unobserved sample site whose value no inner handler set (``replay``,
     ``substitute`` and ``condition`` set theirs first, as NumPyro applies inner handlers first).
+    ``forced`` gives the values of enumerated / measure-valued sites in a re-evaluation;
+    ``lifted`` maps a forced site drawn inside particle blocks to those blocks' axes.
     """
 
-    def __init__(self, forced: dict | None = None):
-        self.forced = forced or {}  # values of enumerated sites, by name
+    def __init__(self, forced: dict | None = None, lifted: dict | None = None):
+        self.forced = forced or {}
+        self.lifted = lifted or {}
         super().__init__()
 
     def __enter__(self):
-        self.enumerated: list[tuple[str, jax.Array, Any]] = []  # (name, support, dtype)
-        self.enumerated_log_q: list[jax.Array] = []
         self._draws: list[frozenset] = []  # plate names of each fresh draw, in order
         self._pending: list[tuple[int, dict, Any]] = []
+        self._local: list[tuple[int, dict, Any, Any, Any]] = []
         self._subsampled: set[str] = set()
         self._particle_records: list[_ScoreRecord] = []
+        self._particle_local: list[_LocalSite] = []
+        self.blocks = 0  # particle blocks opened so far (names their axes)
         _ACTIVE.append(self)
         super().__enter__()
         return self
@@ -353,54 +389,68 @@ class _Estimation(Messenger):
         if msg["type"] != "sample" or msg["is_observed"] or msg["value"] is not None:
             return
         strategy = site_strategy(msg)
-        if isinstance(strategy, Enumerate):
-            self._enumerate(msg, strategy)
+        local = isinstance(strategy, Enumerate | MeasureValued)
+        if local and msg["name"] in self.forced:
+            msg["value"], msg["intermediates"] = self.forced[msg["name"]], []
         else:
             draw(msg, strategy)
         self._draws.append(frozenset(frame.name for frame in msg["cond_indep_stack"]))
         if strategy.uses_score:
             self._pending.append((len(self._draws) - 1, msg, strategy))
+        if local:
+            self._local.append((len(self._draws) - 1, msg, strategy, *self._local_extra(msg)))
 
-    def _enumerate(self, msg, strategy) -> None:
-        name, fn = msg["name"], msg["fn"]
-        if msg["cond_indep_stack"] or tuple(fn.batch_shape) or tuple(fn.event_shape):
-            raise ValueError(
-                f"site {name!r}: enumeration of batched or plated sites is not supported yet "
-                "(use vj.score_function() with a baseline there)"
-            )
-        if name in self.forced:
-            msg["value"], msg["intermediates"] = self.forced[name], []
-            self.enumerated_log_q.append(fn.log_prob(msg["value"]))
-        else:  # the discovery pass: any value will do, the sums come later
-            draw(msg, strategy)
-            support = fn.enumerate_support(expand=False).reshape(-1)
-            self.enumerated.append((name, support, msg["value"].dtype))
+    def _local_extra(self, msg):
+        fn, value = msg["fn"], msg["value"]
+        if isinstance(site_strategy(msg), Enumerate):
+            support = fn.enumerate_support(expand=False)
+            support = support.reshape((support.shape[0], *fn.event_shape))
+            return site_log_prob(msg, scaled=False), support
+        if msg["name"] in self.forced:  # a re-evaluation: its couplings are not needed
+            return jnp.zeros(()), None
+        key = jax.random.fold_in(msg["kwargs"]["rng_key"], 0x6D7664)
+        return jnp.zeros(()), couplings(fn, value, key, msg["name"])
 
-    def add_particle_block(self, records: list[_ScoreRecord], axis: str) -> None:
+    def _kept_axes(self, index: int, msg: dict, ndim: int) -> tuple:
+        """The site's batch axis names, ``None`` where the Rao-Blackwell rule drops the axis."""
+        later = self._draws[index + 1 :]
+        return tuple(
+            a if a is not None and all(a in plates for plates in later) else None
+            for a in site_axes(msg, ndim)
+        )
+
+    def add_particle_block(self, records, local, axis: str) -> None:
         """Adopt the records of a vmapped particle block (drawn now, outside every plate)."""
         self._draws.append(frozenset())
         self._particle_records.extend(record.with_particle_axis(axis) for record in records)
+        self._particle_local.extend(site.with_particle_axis(axis) for site in local)
 
     def records(self) -> list[_ScoreRecord]:
         """Score records, each reduced to the plate axes the Rao-Blackwell rule keeps."""
         out = []
         for index, msg, strategy in self._pending:
-            later = self._draws[index + 1 :]
             log_prob = msg.get("score_log_prob")
             if log_prob is None:
                 log_prob = site_log_prob(msg, scaled=False)
-            axes = site_axes(msg, jnp.ndim(log_prob))
-            kept = [
-                i
-                for i, a in enumerate(axes)
-                if a is not None and all(a in plates for plates in later)
-            ]
+            axes = self._kept_axes(index, msg, jnp.ndim(log_prob))
+            kept = [i for i, a in enumerate(axes) if a is not None]
             drop = tuple(i for i in range(len(axes)) if i not in kept)
             log_prob = jnp.sum(log_prob, axis=drop) if drop else log_prob
             kept_axes = tuple(axes[i] for i in kept)
             subsampled = frozenset(a for a in kept_axes if a in self._subsampled)
             out.append(_ScoreRecord(log_prob, msg["name"], strategy, kept_axes, subsampled))
         return out + self._particle_records
+
+    def local_sites(self) -> list[_LocalSite]:
+        """Enumerated and measure-valued sites with their layouts."""
+        out = []
+        for index, msg, strategy, log_q, extra in self._local:
+            value = msg["value"]
+            event_ndim = len(msg["fn"].event_shape)
+            batch_ndim = jnp.ndim(value) - event_ndim
+            layout = self._kept_axes(index, msg, batch_ndim) + (None,) * event_ndim
+            out.append(_LocalSite(value, log_q, extra, msg["name"], strategy, layout, batch_ndim))
+        return out + self._particle_local
 
 
 def _active_estimation() -> _Estimation | None:
@@ -415,28 +465,36 @@ def _active_estimation() -> _Estimation | None:
 def _particles(fn, key, num_particles: int, per_particle=()):
     """Run ``fn(key_k, *per_particle[k])`` for ``K`` split keys under ``vmap``.
 
-    Score records made inside are carried out of the ``vmap`` with a particle axis.
+    Score records and measure-valued sites made inside are carried out of the ``vmap`` with a
+    particle axis; forced values of sites inside the block are passed in row by row.
     """
     if not isinstance(num_particles, int) or num_particles < 1:
         raise ValueError(f"num_particles must be a positive int, got {num_particles!r}")
     keys = jax.random.split(key, num_particles)
-    axis = f"{PARTICLE_AXIS_PREFIX}{len(_ACTIVE)}__"
     outer = _active_estimation()
     if outer is None:
+        axis = f"{PARTICLE_AXIS_PREFIX}{len(_ACTIVE)}__"
         return jax.vmap(lambda k, *extra: Terms.of(fn(k, *extra)))(keys, *per_particle), axis
+    axis = f"{PARTICLE_AXIS_PREFIX}{len(_ACTIVE)}_{outer.blocks}__"
+    outer.blocks += 1
+    inside = {n: path[1:] for n, path in outer.lifted.items() if path[:1] == (axis,)}
+    forced = {n: outer.forced[n] for n in inside if n in outer.forced}
 
-    def one(k, *extra):
-        with _Estimation() as inner:
+    def one(k, forced_k, *extra):
+        with _Estimation(forced_k, inside) as inner:
             value = Terms.of(fn(k, *extra))
-        if inner.enumerated:
-            raise NotImplementedError(
-                f"enumerated site(s) {[n for n, _, _ in inner.enumerated]} inside a particle "
-                "block (enumerate a single-particle objective instead)"
+        local = inner.local_sites()
+        enumerated = [site.name for site in local if isinstance(site.strategy, Enumerate)]
+        if enumerated:
+            raise ValueError(
+                f"site(s) {enumerated}: enumeration inside a particle block would need every "
+                "particle's values jointly; enumerate a single-particle objective, or use "
+                "vj.mvd() / vj.score_function() there"
             )
-        return value, inner.records()
+        return value, inner.records(), local
 
-    value, records = jax.vmap(one)(keys, *per_particle)
-    outer.add_particle_block(records, axis)
+    value, records, local = jax.vmap(one)(keys, forced, *per_particle)
+    outer.add_particle_block(records, local, axis)
     return value, axis
 
 
@@ -508,67 +566,220 @@ def _state_key(name: str, seen: dict) -> str:
     return name if count == 0 else f"{name}#{count}"
 
 
+def _score_terms(out: Terms, records, state, params, args):
+    """Per record: the zero-valued score array ``⊥A·(ℓ − ⊥ℓ)``, the fit term, and new state."""
+    scores, fits, new_state, seen = [], [], {}, {}
+    for record in records:
+        state_key = _state_key(record.name, seen)
+        baseline = record.strategy.baseline
+        site_state = None if state is None else state.get(state_key)
+        signal = dataclasses.replace(out.signal(record), params=params, args=args)
+        advantage, site_state = baseline.advantage(signal, site_state)
+        if site_state is not None:
+            new_state[state_key] = site_state
+        log_q = record.log_prob
+        stop = jax.lax.stop_gradient
+        scores.append(stop(advantage) * (log_q - stop(log_q)))
+        fits.append(baseline.fit_term(signal))
+    return scores, fits, new_state
+
+
+def _local_signal(base: Terms, forced: Terms, layout: tuple) -> jax.Array:
+    """The objective seen by each element of a site after its value is replaced.
+
+    ``forced`` is the objective re-evaluated with every element of the site replaced at once.
+    Terms sharing a kept plate / particle axis of the site are read per element (those
+    elements are conditionally independent); a coupled particle block over a kept particle
+    axis is recomputed with only particle ``k``'s weight replaced, as the elements along that
+    axis are not independent there; every other term counts whole.
+    """
+    total = jnp.zeros([1] * len(layout))
+    for b, f, kind in zip(base.arrays, forced.arrays, base.kinds):
+        if isinstance(kind, _Coupled) and kind.axis in layout:
+            num = b.shape[0]
+            replaced = jnp.where(jnp.eye(num, dtype=bool), f[None, :], b[None, :])
+            values = jax.vmap(lambda w, power=kind.power: _coupled_value(w, power))(replaced)
+            shape = [1] * len(layout)
+            shape[layout.index(kind.axis)] = num
+            total = total + values.reshape(shape)
+        elif isinstance(kind, _Coupled):
+            total = total + _coupled_value(f, kind.power)
+        else:
+            total = total + _align(f, kind.axes, layout)
+    return total
+
+
+def _element_masks(shape: tuple, layout: tuple) -> jax.Array:
+    """``(E, *shape)`` masks, one per element along the ``None`` axes of ``layout``."""
+    free = [i for i, a in enumerate(layout) if a is None]
+    sizes = [shape[i] for i in free]
+    count = int(np.prod(sizes, dtype=int))
+    index = jnp.arange(count).reshape(sizes)
+    index = jnp.expand_dims(index, [i for i in range(len(shape)) if i not in free])
+    index = jnp.broadcast_to(index, shape)
+    return index[None] == jnp.arange(count).reshape((count,) + (1,) * len(shape))
+
+
+def _measure_valued_term(site: _LocalSite, base: Terms, evaluate: Callable) -> jax.Array:
+    """``Σ_θ Σ_i ⊥[c_i (F⁺_i − F⁻_i)] (θ_i − ⊥θ_i)``: the site's measure-valued surrogate.
+
+    ``F^±`` come from re-evaluations with the coupled values (same key: common random
+    numbers), all elements along kept axes at once, the others one at a time.
+    """
+    stop = jax.lax.stop_gradient
+    shape, layout = jnp.shape(site.value), site.layout
+    alternatives = [v for c in site.extra for v in (c.plus, c.minus) if v is not None]
+    masks = _element_masks(shape, layout)
+    values = jnp.stack(alternatives).astype(site.value.dtype)
+    runs = jnp.where(masks[None], values[:, None], site.value)
+    runs = runs.reshape((-1, *shape))
+    signals = jax.vmap(lambda v: _local_signal(base, evaluate(v), layout))(runs)
+    signals = signals.reshape((len(alternatives), masks.shape[0], *signals.shape[1:]))
+    per_element = stop(jnp.sum(jnp.where(masks[None], signals, 0.0), axis=1))
+    at_draw = stop(jnp.broadcast_to(_local_signal(base, base, layout), shape))
+    term, position = jnp.zeros(()), 0
+    for coupling in site.extra:
+        sides = []
+        for value in (coupling.plus, coupling.minus):
+            if value is None:
+                sides.append(at_draw)
+            else:
+                sides.append(per_element[position])
+                position += 1
+        difference = stop(coupling.coef * (sides[0] - sides[1]))
+        term = term + jnp.sum(difference * (coupling.theta - stop(coupling.theta)))
+    return term
+
+
+def _lifted(site: _LocalSite) -> tuple:
+    return tuple(a for a in site.layout if a is not None and a.startswith(PARTICLE_AXIS_PREFIX))
+
+
 def gradient_estimator(objective: Callable) -> GradientEstimator:
     """Turn ``objective(params, key, *args)`` into a :class:`GradientEstimator`.
 
     The estimate is ``∇_φ`` of the surrogate in this module's docstring: pathwise through
     reparameterized sites, score terms (with baselines, Rao-Blackwellized over plates and
-    particles) for score-function sites. It composes with ``jit``, ``vmap`` and ``grad``.
+    particles) for score-function sites, exact sums for enumerated sites and coupled
+    re-evaluations for measure-valued sites (both below). It composes with ``jit``, ``vmap``
+    and ``grad``.
+
+    **Enumeration** (``vj.enumeration()``) re-runs the objective at every joint value of the
+    enumerated sites' supports with the same key (every other draw repeats) and weights the
+    runs by ``Π q_φ(v)``. A site inside plates is enumerated per element, never over the
+    product space: with ``C`` values, ``C`` runs set every element at once, and each term that
+    carries the site's plate axes is weighted element by element. This relies on the plates'
+    conditional independence: terms outside the site's plates must not depend on it (as for
+    Pyro's ``TraceEnum_ELBO``), and a later draw outside them is refused (the site's elements
+    could not then be summed separately).
+
+    **Measure-valued derivatives** (``vj.mvd()``) add ``⊥[c (F⁺ − F⁻)] · θ`` per distribution
+    parameter ``θ`` (see :mod:`vijax.estimators.mvd`), with ``F^±`` the objective re-evaluated
+    at the coupled values of the site (same key).
     """
 
-    def run(params, state, key, args, kwargs, forced=None):
-        """One evaluation: ``(value, zero-valued score terms, baseline fit terms, state, h)``."""
-        with _Estimation(forced) as handler:
+    def evaluate(params, key, args, kwargs, forced=None, lifted=None):
+        with _Estimation(forced, lifted) as handler:
             out = Terms.of(objective(params, key, *args, **kwargs))
-        score, fit = jnp.zeros(()), jnp.zeros(())
-        new_state, seen = {}, {}
-        for record in handler.records():
-            state_key = _state_key(record.name, seen)
-            baseline = record.strategy.baseline
-            site_state = None if state is None else state.get(state_key)
-            signal = dataclasses.replace(out.signal(record), params=params, args=args)
-            advantage, site_state = baseline.advantage(signal, site_state)
-            if site_state is not None:
-                new_state[state_key] = site_state
-            log_q = record.log_prob
-            score = score + jnp.sum(
-                jax.lax.stop_gradient(advantage) * (log_q - jax.lax.stop_gradient(log_q))
-            )
-            fit = fit + baseline.fit_term(signal)
-        return out.value, score, fit, new_state, handler
+        return out, handler.records(), handler.local_sites()
 
     def surrogate(params, state, key, args, kwargs):
-        value, score, fit, new_state, handler = run(params, state, key, args, kwargs)
-        if not handler.enumerated:
-            return value + score + fit, (value, new_state)
-        # Exact sums over the enumerated sites: the objective at every joint value of their
-        # supports, with the same key (every other draw repeats), weighted by Π q_φ(v).
-        names = [name for name, _, _ in handler.enumerated]
-        dtypes = [dtype for _, _, dtype in handler.enumerated]
-        grids = jnp.meshgrid(*[support for _, support, _ in handler.enumerated], indexing="ij")
+        out, records, local = evaluate(params, key, args, kwargs)
+        enumerated = [site for site in local if isinstance(site.strategy, Enumerate)]
+        measured = [site for site in local if isinstance(site.strategy, MeasureValued)]
+        if enumerated and measured:
+            raise NotImplementedError(
+                f"sites {[site.name for site in enumerated]} are enumerated and "
+                f"{[site.name for site in measured]} measure-valued in one objective; use one "
+                "of the two strategies (or the score function) for now"
+            )
+        if enumerated:
+            return _enumerate(params, state, key, args, kwargs, out, records, enumerated)
+        scores, fits, new_state = _score_terms(out, records, state, params, args)
+        total = out.value + sum(jnp.sum(x) for x in scores) + sum(fits)
+        fixed = jax.lax.stop_gradient(params)
+        for site in measured:
+
+            def at(value, site=site):
+                forced = {site.name: value}
+                lifted = {site.name: _lifted(site)}
+                return evaluate(fixed, key, args, kwargs, forced, lifted)[0]
+
+            total = total + _measure_valued_term(site, out, at)
+        return total, (out.value, new_state)
+
+    def _enumerate(params, state, key, args, kwargs, out, records, sites):
+        for site in sites:
+            if any(a is None for a in site.layout[: site.batch_ndim]):
+                raise ValueError(
+                    f"site {site.name!r}: enumeration sums each element separately along "
+                    "plates, but this site has batch axes outside a vj.plate (or in a plate "
+                    "that a later draw outside it pools); put them in a plate, or use "
+                    "vj.score_function() / vj.mvd()"
+                )
+        plated = [site for site in sites if site.batch_ndim]
+        kept = plated[0].layout[: plated[0].batch_ndim] if plated else ()
+        for site in plated:
+            if set(site.layout[: site.batch_ndim]) != set(kept) or len(plated) != len(sites):
+                raise NotImplementedError(
+                    f"enumerated sites {[s.name for s in sites]} lie in different plates; "
+                    "enumerating them together is not supported yet"
+                )
+        names = [site.name for site in sites]
+        grids = jnp.meshgrid(*[jnp.arange(site.extra.shape[0]) for site in sites], indexing="ij")
         grid = [g.reshape(-1) for g in grids]
 
-        def at(*values):
-            forced = {n: v.astype(d) for n, v, d in zip(names, values, dtypes)}
-            value, score, fit, new_state, handler = run(params, state, key, args, kwargs, forced)
-            if handler.enumerated:
-                raise ValueError(
-                    f"enumerated site(s) {[n for n, _, _ in handler.enumerated]} appear only "
-                    "for some values of other enumerated sites"
+        def at(*indices):
+            forced = {
+                site.name: jnp.broadcast_to(site.extra[i], jnp.shape(site.value)).astype(
+                    site.value.dtype
                 )
-            return sum(handler.enumerated_log_q), value, score, fit, new_state
+                for site, i in zip(sites, indices)
+            }
+            out, records, local = evaluate(params, key, args, kwargs, forced)
+            missing = [s.name for s in local if s.name not in forced]
+            if missing:
+                raise ValueError(
+                    f"enumerated site(s) {missing} appear only for some values of {names}"
+                )
+            log_q = [_align(s.log_q, s.layout[: s.batch_ndim], kept) for s in local]
+            scores, fits, new_state = _score_terms(out, records, state, params, args)
+            return sum(log_q), out, records, scores, fits, new_state
 
-        log_w, values, scores, fits, states = jax.vmap(at)(*grid)
-        weights = jnp.exp(log_w)
+        log_w, outs, runs, scores, fits, states = jax.vmap(at)(*grid)
+        weights = jnp.exp(log_w)  # (R, *kept sizes): per-element weights of each run
         fixed = jax.lax.stop_gradient(weights)
-        value = jnp.sum(weights * values)
-        total = value + jnp.sum(weights * scores) + jnp.sum(fixed * fits)
-        mean = lambda x: jnp.tensordot(fixed, x, axes=1)  # noqa: E731
+        share = jnp.mean(fixed.reshape(fixed.shape[0], -1), axis=1)  # (R,), sums to 1
+        per = lambda w, axes: jax.vmap(lambda x: _align(x, kept, axes))(w)  # noqa: E731
+        arrays = []
+        for array, kind in zip(outs.arrays, outs.kinds):
+            if isinstance(kind, _Linear) and set(kept) <= set(kind.axes):
+                arrays.append(jnp.sum(per(weights, kind.axes) * array, axis=0))
+            else:  # outside the site's plates: the same in every run
+                arrays.append(array[0])
+        combined = Terms(arrays, outs.kinds)
+        total = combined.value
+        mean = lambda x: jnp.tensordot(share, x, axes=1)  # noqa: E731
         new_state = jax.tree.map(
             lambda x: jnp.round(mean(x)).astype(x.dtype) if x.dtype.kind in "iu" else mean(x),
             states,
         )
-        return total, (value, new_state)
+        first = jax.tree.map(lambda x: x[0], runs)
+        outside = []
+        for index, record in enumerate(first):
+            if set(kept) <= set(record.axes):
+                total = total + jnp.sum(per(weights, record.axes) * scores[index])
+                total = total + jnp.sum(share * fits[index])
+            else:  # drawn before the plate: its signal is the enumerated objective
+                outside.append(index)
+        if outside:
+            chosen = [first[i] for i in outside]
+            extra_scores, extra_fits, extra_state = _score_terms(
+                combined, chosen, state, params, args
+            )
+            total = total + sum(jnp.sum(x) for x in extra_scores) + sum(extra_fits)
+            new_state = {**new_state, **extra_state}
+        return total, (jax.lax.stop_gradient(combined.value), new_state)
 
     def estimate(params, state, key, *args, **kwargs):
         grads, (value, new_state) = jax.grad(surrogate, has_aux=True)(
