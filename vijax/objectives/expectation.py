@@ -96,13 +96,18 @@ class _Linear:
 
 @dataclass(frozen=True)
 class _Coupled:
-    """``(1/β) log (1/K) Σ_k exp(β W_k)`` over the particle axis ``axis`` (``W``: shape ``(K,)``).
+    """``c · (1/β) log (1/K) Σ_k exp(β W_k)`` over the particle axis ``axis`` (``W``: ``(K,)``).
 
-    ``β = power``: 1 is the importance-weighted bound, ``1 − α`` the Rényi bound.
+    ``β = power``: 1 is the importance-weighted bound, ``1 − α`` the Rényi bound; ``c = scale``
+    (−1 for CUBO, which is minimized).
     """
 
     axis: str
     power: float = 1.0
+    scale: float = 1.0
+
+    def value(self, log_weights):
+        return self.scale * _coupled_value(log_weights, self.power)
 
 
 @jax.tree_util.register_pytree_node_class
@@ -190,9 +195,11 @@ class Terms:
             raise ValueError("Terms can only be multiplied by a scalar")
         arrays, kinds = [], []
         for array, kind in zip(self.arrays, self.kinds):
-            if isinstance(kind, _Coupled):
-                # a coupled block stays a block: scale it through a linear wrapper
-                arrays.append(factor * _coupled_value(array, kind.power))
+            if isinstance(kind, _Coupled) and isinstance(factor, int | float):
+                arrays.append(array)  # a block stays a block, with its scale
+                kinds.append(dataclasses.replace(kind, scale=kind.scale * float(factor)))
+            elif isinstance(kind, _Coupled):  # a traced factor: the block's value, opaque
+                arrays.append(factor * kind.value(array))
                 kinds.append(_Linear((), opaque=True))
             else:
                 arrays.append(factor * array)
@@ -207,9 +214,7 @@ class Terms:
         """The number this objective value stands for."""
         total = jnp.zeros(())
         for array, kind in zip(self.arrays, self.kinds):
-            total = total + (
-                _coupled_value(array, kind.power) if isinstance(kind, _Coupled) else jnp.sum(array)
-            )
+            total = total + (kind.value(array) if isinstance(kind, _Coupled) else jnp.sum(array))
         return total
 
     def __float__(self):
@@ -225,7 +230,7 @@ class Terms:
         total = jnp.zeros(shape)
         for array, kind in zip(self.arrays, self.kinds):
             if isinstance(kind, _Coupled):
-                total = total + _coupled_value(array, kind.power)
+                total = total + kind.value(array)
             else:
                 total = total + _align(array, kind.axes, axes)
         particle_axes = [a for a in axes if a.startswith(PARTICLE_AXIS_PREFIX)]
@@ -255,7 +260,9 @@ class Terms:
                     )
                 shape = [1] * len(record.axes)
                 shape[position] = num
-                advantage = advantage + _vimco_advantage(array, kind.power).reshape(shape)
+                advantage = advantage + kind.scale * _vimco_advantage(array, kind.power).reshape(
+                    shape
+                )
             elif kind.opaque:
                 raise ValueError(
                     f"site {record.name!r}: leave_one_out needs per-particle structure, but the "
@@ -513,7 +520,7 @@ def particle_mean(fn: Callable, key, num_particles: int, *per_particle) -> Terms
             # an inner coupled block (a nested importance-weighted estimate) is one number per
             # outer particle: a term on the outer particle axis, the whole block every inner
             # site's signal (leave-one-out then works over the outer particles)
-            array = jax.vmap(lambda w, power=kind.power: _coupled_value(w, power))(array)
+            array = jax.vmap(kind.value)(array)
             kind = _Linear(())
         arrays.append(array / num_particles)
         kinds.append(_Linear((axis, *kind.axes), opaque=False))
@@ -538,7 +545,7 @@ def particle_log_mean_exp(
     log_weights = jnp.zeros((num_particles,))
     for array, kind in zip(stacked.arrays, stacked.kinds):
         if isinstance(kind, _Coupled):  # a nested block: one number per outer particle
-            array = jax.vmap(lambda w, power=kind.power: _coupled_value(w, power))(array)
+            array = jax.vmap(kind.value)(array)
         log_weights = log_weights + jnp.sum(array.reshape(num_particles, -1), axis=1)
     return Terms((log_weights,), (_Coupled(axis, float(power)),))
 
@@ -598,12 +605,12 @@ def _local_signal(base: Terms, forced: Terms, layout: tuple) -> jax.Array:
         if isinstance(kind, _Coupled) and kind.axis in layout:
             num = b.shape[0]
             replaced = jnp.where(jnp.eye(num, dtype=bool), f[None, :], b[None, :])
-            values = jax.vmap(lambda w, power=kind.power: _coupled_value(w, power))(replaced)
+            values = jax.vmap(kind.value)(replaced)
             shape = [1] * len(layout)
             shape[layout.index(kind.axis)] = num
             total = total + values.reshape(shape)
         elif isinstance(kind, _Coupled):
-            total = total + _coupled_value(f, kind.power)
+            total = total + kind.value(f)
         else:
             total = total + _align(f, kind.axes, layout)
     return total
