@@ -29,6 +29,8 @@ from vijax.core import (
     trace,
 )
 from vijax.estimators import (
+    accept_reject,
+    accept_reject_sampler,
     constant,
     enumeration,
     implicit,
@@ -71,6 +73,8 @@ __all__ = [
     "ModelAndFamilyParams",
     "NonFiniteError",
     "Terms",
+    "accept_reject",
+    "accept_reject_sampler",
     "as_numpyro_distribution",
     "block",
     "condition",

@@ -1,5 +1,12 @@
 """Per-site gradient strategies and baselines (see :mod:`vijax.estimators.strategies`)."""
 
+from vijax.estimators.accept_reject import (
+    AcceptReject,
+    AcceptRejectSampler,
+    accept_reject,
+    accept_reject_sampler,
+    rejection_sample,
+)
 from vijax.estimators.baselines import (
     Constant,
     Learned,
@@ -31,17 +38,21 @@ from vijax.estimators.strategies import (
 )
 
 __all__ = [
+    "AcceptReject",
+    "AcceptRejectSampler",
     "Constant",
     "Implicit",
     "Learned",
-    "MeasureValued",
     "LeaveOneOut",
+    "MeasureValued",
     "NoBaseline",
     "Path",
     "Reparameterized",
     "RunningMean",
     "ScoreFunction",
     "Signal",
+    "accept_reject",
+    "accept_reject_sampler",
     "constant",
     "default_strategy",
     "draw",
@@ -52,6 +63,7 @@ __all__ = [
     "mvd",
     "no_baseline",
     "path",
+    "rejection_sample",
     "reparameterized",
     "running_mean",
     "score_function",

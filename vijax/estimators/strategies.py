@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 
 import jax
 
+from vijax.estimators.accept_reject import AcceptReject, AcceptRejectSampler
 from vijax.estimators.baselines import BASELINE_TYPES, NoBaseline
 from vijax.estimators.mvd import MVD_FAMILIES, MeasureValued, base_distribution
 
@@ -157,6 +158,8 @@ STRATEGY_TYPES = (
     ScoreFunction,
     Detached,
     MeasureValued,
+    AcceptReject,
+    AcceptRejectSampler,
 )
 
 
