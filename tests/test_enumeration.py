@@ -220,3 +220,18 @@ def test_plate_enumeration_with_score_sites_before_and_after_is_unbiased():
     mean, se, _ = mc_gradient(objective, MIX_PARAMS, X_MIX, n=40_000)
     exact = _flat(jax.grad(mix_exact_elbo)(MIX_PARAMS, X_MIX))
     assert_unbiased(mean, se, exact, label="plate enum + score before/after")
+
+
+def test_a_global_enumerated_site_before_a_particle_block_weights_every_run():
+    # c ~ Bern(σ(φ)) enumerated, then a coupled block log (1/2) Σ_k exp(W_k) with W_k = 2c:
+    # the objective is σ(φ)·2 exactly (the block is 2c whatever K), so its gradient is 2σ'(φ).
+    def objective(phi, key):
+        c = vj.seed(
+            lambda: vj.sample("c", dist.Bernoulli(logits=phi), estimator=vj.enumeration()), key
+        )()
+        return vj.particle_log_mean_exp(lambda k: 2.0 * c, key, 2)
+
+    value, grad = vj.value_and_grad_estimate(objective)(0.3, jax.random.key(0))
+    p = jax.nn.sigmoid(0.3)
+    np.testing.assert_allclose(value, 2 * p, rtol=1e-6)
+    np.testing.assert_allclose(grad, 2 * p * (1 - p), rtol=1e-6)

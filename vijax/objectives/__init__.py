@@ -11,6 +11,17 @@ from vijax.objectives.expectation import (
     particle_mean,
     value_and_grad_estimate,
 )
+from vijax.objectives.hierarchical import (
+    FamilyAndReverseParams,
+    HierarchicalBound,
+    Marginal,
+    diwhvi,
+    hierarchical_log_weight,
+    hvi,
+    iwhvi,
+    marginal,
+    sivi,
+)
 from vijax.objectives.iwae import iwae, vimco
 from vijax.objectives.programs import (
     ModelAndFamilyParams,
@@ -21,29 +32,41 @@ from vijax.objectives.programs import (
 )
 from vijax.objectives.renyi import Renyi, cubo, renyi
 from vijax.objectives.rws import RWS, rws
+from vijax.objectives.vis import VIS, vis
 
 __all__ = [
     "ELBO",
     "RWS",
+    "VIS",
     "DReGIWAE",
+    "FamilyAndReverseParams",
     "GradientEstimator",
+    "HierarchicalBound",
+    "Marginal",
     "ModelAndFamilyParams",
     "Renyi",
     "Terms",
     "cubo",
+    "diwhvi",
     "elbo",
     "elbo_terms",
     "grad_estimate",
     "gradient_estimator",
+    "hierarchical_log_weight",
+    "hvi",
     "importance_traces",
     "iwae",
     "iwae_dreg",
+    "iwhvi",
     "log_weight",
     "log_weight_terms",
+    "marginal",
     "particle_log_mean_exp",
     "particle_mean",
     "renyi",
     "rws",
+    "sivi",
     "value_and_grad_estimate",
     "vimco",
+    "vis",
 ]

@@ -397,7 +397,7 @@ class _Estimation(Messenger):
             return
         strategy = site_strategy(msg)
         local = isinstance(strategy, Enumerate | MeasureValued)
-        if local and msg["name"] in self.forced:
+        if local and msg["name"] in self.forced and not self.lifted.get(msg["name"]):
             msg["value"], msg["intermediates"] = self.forced[msg["name"]], []
         else:
             draw(msg, strategy)
@@ -413,7 +413,7 @@ class _Estimation(Messenger):
             support = fn.enumerate_support(expand=False)
             support = support.reshape((support.shape[0], *fn.event_shape))
             return site_log_prob(msg, scaled=False), support
-        if msg["name"] in self.forced:  # a re-evaluation: its couplings are not needed
+        if self.forced:  # a re-evaluation: couplings are not needed
             return jnp.zeros(()), None
         key = jax.random.fold_in(msg["kwargs"]["rng_key"], 0x6D7664)
         return jnp.zeros(()), couplings(fn, value, key, msg["name"])
@@ -758,13 +758,18 @@ def gradient_estimator(objective: Callable) -> GradientEstimator:
         fixed = jax.lax.stop_gradient(weights)
         share = jnp.mean(fixed.reshape(fixed.shape[0], -1), axis=1)  # (R,), sums to 1
         per = lambda w, axes: jax.vmap(lambda x: _align(x, kept, axes))(w)  # noqa: E731
-        arrays = []
+        arrays, kinds = [], []
         for array, kind in zip(outs.arrays, outs.kinds):
             if isinstance(kind, _Linear) and set(kept) <= set(kind.axes):
                 arrays.append(jnp.sum(per(weights, kind.axes) * array, axis=0))
+                kinds.append(kind)
+            elif isinstance(kind, _Coupled) and not kept:  # global sites: weight each run's block
+                arrays.append(jnp.sum(weights * jax.vmap(kind.value)(array)))
+                kinds.append(_Linear((), opaque=True))
             else:  # outside the site's plates: the same in every run
                 arrays.append(array[0])
-        combined = Terms(arrays, outs.kinds)
+                kinds.append(kind)
+        combined = Terms(arrays, kinds)
         total = combined.value
         mean = lambda x: jnp.tensordot(share, x, axes=1)  # noqa: E731
         new_state = jax.tree.map(
