@@ -107,3 +107,49 @@ def test_dreg_refuses_a_site_without_rsample():
 
     with pytest.raises(ValueError, match="site 'z': path"):
         vj.grad_estimate(vj.iwae_dreg(model, family, 4))(0.0, jax.random.key(0), 1.0)
+
+
+# A two-site chain whose second site's distribution reads the first site's value:
+#   model:  z1 ~ N(0, 1), z2 | z1 ~ N(z1, 1), x ~ N(z2, 1);
+#   family: z1 ~ N(a, e^{s1}), z2 | z1 ~ N(b + c·z1, e^{s2}).
+# The exact posterior is Gaussian and the family can represent it (c = Cov/Var), so the path
+# gradient must vanish there draw by draw, which needs ∂ log q(z2 | z1)/∂z1 kept in the density.
+X_CHAIN2 = jnp.array(1.3)
+
+
+def chain2_model(x):
+    z1 = vj.sample("z1", dist.Normal(0.0, 1.0))
+    z2 = vj.sample("z2", dist.Normal(z1, 1.0))
+    vj.sample("x", dist.Normal(z2, 1.0), obs=x)
+
+
+def chain2_family(params, x):
+    z1 = vj.sample("z1", dist.Normal(params["a"], jnp.exp(params["s1"])), estimator=vj.path())
+    vj.sample(
+        "z2",
+        dist.Normal(params["b"] + params["c"] * z1, jnp.exp(params["s2"])),
+        estimator=vj.path(),
+    )
+
+
+def chain2_posterior():
+    # Joint prior of (z1, z2): Cov = [[1, 1], [1, 2]]; observation x = z2 + N(0, 1).
+    prior = np.array([[1.0, 1.0], [1.0, 2.0]])
+    precision = np.linalg.inv(prior) + np.array([[0.0, 0.0], [0.0, 1.0]])
+    cov = np.linalg.inv(precision)
+    mean = cov @ np.array([0.0, float(X_CHAIN2)])
+    c = cov[0, 1] / cov[0, 0]
+    return {
+        "a": jnp.array(mean[0]),
+        "s1": jnp.array(0.5 * np.log(cov[0, 0])),
+        "b": jnp.array(mean[1] - c * mean[0]),
+        "c": jnp.array(c),
+        "s2": jnp.array(0.5 * np.log(cov[1, 1] - c * cov[0, 1])),
+    }
+
+
+def test_path_gradient_of_a_dependent_family_vanishes_at_the_posterior():
+    _, _, draws = mc_gradient(
+        vj.elbo(chain2_model, chain2_family), chain2_posterior(), X_CHAIN2, n=500
+    )
+    assert np.abs(draws).max() < 1e-4

@@ -3,10 +3,19 @@
 from vijax.core.density import check_site_shape, log_density, site_axes, site_log_prob
 from vijax.core.distrax_adapter import DistraxDistribution, as_numpyro_distribution
 from vijax.core.handlers import block, condition, mask, replay, scale, seed, substitute, trace
-from vijax.core.primitives import ESTIMATOR_KEY, deterministic, factor, plate, sample
+from vijax.core.primitives import (
+    ESTIMATOR_KEY,
+    MARGINALIZED_KEY,
+    deterministic,
+    factor,
+    is_marginalized,
+    plate,
+    sample,
+)
 
 __all__ = [
     "ESTIMATOR_KEY",
+    "MARGINALIZED_KEY",
     "DistraxDistribution",
     "as_numpyro_distribution",
     "block",
@@ -14,6 +23,7 @@ __all__ = [
     "condition",
     "deterministic",
     "factor",
+    "is_marginalized",
     "log_density",
     "mask",
     "plate",

@@ -33,6 +33,15 @@ __all__ = ["deterministic", "factor", "plate", "sample"]
 #: The ``infer`` key under which a site's gradient strategy is stored.
 ESTIMATOR_KEY = "estimator"
 
+#: The ``infer`` key marking a family site as part of the sampler only, marginalized out of the
+#: family's density (a mixture's component index): objectives do not match it to the model.
+MARGINALIZED_KEY = "marginalized"
+
+
+def is_marginalized(site: dict) -> bool:
+    """Whether a trace site is marked ``infer={MARGINALIZED_KEY: True}``."""
+    return bool((site.get("infer") or {}).get(MARGINALIZED_KEY))
+
 
 def sample(
     name: str,

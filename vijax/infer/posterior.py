@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import jax
 
-from vijax.core import arguments, handlers
+from vijax.core import arguments, handlers, is_marginalized
 
 __all__ = ["predictive", "sample_posterior"]
 
@@ -132,7 +132,7 @@ def _predictive(model, family, num_samples, batch_size, static, params, key, arr
         latents = {
             n: s["value"]
             for n, s in family_trace.items()
-            if s["type"] == "sample" and not s["is_observed"]
+            if s["type"] == "sample" and not s["is_observed"] and not is_marginalized(s)
         }
         # the family's plate indices too: with a subsampled plate the model must use the rows
         # whose local latents the family drew (as the objectives do, by replaying the family)

@@ -139,13 +139,21 @@ class Terms:
 
         With ``family=True`` the trace is a family's: a site drawn with the ``path`` strategy
         contributes its density with the distribution's parameters held fixed (``log q_{⊥φ}(z)``,
-        sticking the landing), the value keeping its gradient path.
+        sticking the landing), the value keeping its gradient path. Traces from
+        :func:`vijax.objectives.importance_traces` carry that density already (re-run with
+        stopped family parameters, which keeps the path through earlier values); for other
+        traces the site's distribution object is stopped, exact for sites that read no
+        earlier value.
         """
         arrays, kinds = [], []
         for name, site in trace.items():
             if site["type"] != "sample" or (sites is not None and name not in sites):
                 continue
-            if family and stops_density_gradient(site_strategy(site)):
+            if (
+                family
+                and stops_density_gradient(site_strategy(site))
+                and not site.get("path_density")
+            ):
                 site = {**site, "fn": jax.tree.map(jax.lax.stop_gradient, site["fn"])}
             log_prob = site_log_prob(site)
             arrays.append(sign * log_prob)

@@ -7,7 +7,7 @@ from typing import Any, NamedTuple
 import jax
 from numpyro.distributions.kl import kl_divergence
 
-from vijax.core import handlers, site_axes
+from vijax.core import handlers, is_marginalized, site_axes
 from vijax.estimators import site_strategy, stops_density_gradient
 from vijax.objectives.expectation import Terms
 
@@ -51,6 +51,9 @@ def importance_traces(model, family, params, key, args, kwargs):
     family_trace = handlers.trace(handlers.seed(family, family_key)).get_trace(
         family_params, *args, **kwargs
     )
+    family_trace = _with_path_densities(
+        family, family_trace, family_params, family_key, args, kwargs
+    )
     model_trace = handlers.trace(
         handlers.seed(handlers.replay(model, family_trace), model_key)
     ).get_trace(*model_params, *args, **kwargs)
@@ -68,8 +71,36 @@ def importance_traces(model, family, params, key, args, kwargs):
     return model_trace, family_trace
 
 
+def _with_path_densities(family, family_trace, family_params, key, args, kwargs) -> dict:
+    """Give path-strategy sites the distribution of ``q_{⊥φ}`` at the drawn values.
+
+    Sticking the landing needs ``log q_{⊥φ}(z_φ)``: the family's density with its parameters
+    held fixed but every value, earlier sites' values included, on its gradient path. Stopping
+    a site's distribution object would also cut the path through the earlier values it reads
+    (``q(z₂ | z₁)``'s location, say), biasing the gradient of dependent families; so the family
+    is run again at the same values with stopped parameters, and each path site takes its
+    distribution from that run (marked ``path_density``, so :meth:`Terms.from_trace` leaves it).
+    """
+    path_sites = [
+        name
+        for name, site in family_trace.items()
+        if _is_latent(site) and stops_density_gradient(site_strategy(site))
+    ]
+    if not path_sites:
+        return family_trace
+    values = {name: site["value"] for name, site in family_trace.items() if _is_latent(site)}
+    stopped = handlers.trace(
+        handlers.seed(handlers.substitute(family, data=values), key)
+    ).get_trace(jax.lax.stop_gradient(family_params), *args, **kwargs)
+    family_trace = dict(family_trace)
+    for name in path_sites:
+        family_trace[name] = {**family_trace[name], "fn": stopped[name]["fn"], "path_density": True}
+    return family_trace
+
+
 def _is_latent(site) -> bool:
-    return site["type"] == "sample" and not site["is_observed"]
+    """A family or model latent (a family's marginalized sampler sites are not)."""
+    return site["type"] == "sample" and not site["is_observed"] and not is_marginalized(site)
 
 
 def log_weight_terms(model_trace, family_trace) -> Terms:
