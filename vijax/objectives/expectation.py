@@ -643,6 +643,13 @@ def _measure_valued_term(site: _LocalSite, base: Terms, evaluate: Callable) -> j
     """
     stop = jax.lax.stop_gradient
     shape, layout = jnp.shape(site.value), site.layout
+    if any(isinstance(kind, _Coupled) and kind.axis in layout for kind in base.kinds):
+        # a coupled block sums each particle's plate elements into one weight before coupling
+        # them: plate elements of one particle are not separable there, so perturb them one
+        # at a time (particle axes stay: the block is re-scored particle by particle)
+        layout = tuple(
+            a if a is None or a.startswith(PARTICLE_AXIS_PREFIX) else None for a in layout
+        )
     alternatives = [v for c in site.extra for v in (c.plus, c.minus) if v is not None]
     masks = _element_masks(shape, layout)
     values = jnp.stack(alternatives).astype(site.value.dtype)
