@@ -1,6 +1,12 @@
 """Programs: primitives, effect handlers and log-densities (knows nothing of the layers above)."""
 
-from vijax.core.density import check_site_shape, log_density, site_axes, site_log_prob
+from vijax.core.density import (
+    ENUMERATED,
+    check_site_shape,
+    log_density,
+    site_axes,
+    site_log_prob,
+)
 from vijax.core.distrax_adapter import DistraxDistribution, as_numpyro_distribution
 from vijax.core.handlers import block, condition, mask, replay, scale, seed, substitute, trace
 from vijax.core.primitives import (
@@ -14,6 +20,7 @@ from vijax.core.primitives import (
 )
 
 __all__ = [
+    "ENUMERATED",
     "ESTIMATOR_KEY",
     "MARGINALIZED_KEY",
     "DistraxDistribution",

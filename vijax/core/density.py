@@ -30,6 +30,11 @@ def site_axes(site: dict, ndim: int) -> tuple[str | None, ...]:
     return tuple(by_dim.get(i - ndim) for i in range(ndim))
 
 
+#: a site key set on sites whose value is an enumerated support point (it broadcasts along the
+#: site's plates, as in Pyro's parallel enumeration)
+ENUMERATED = "enumerated_value"
+
+
 def check_site_shape(site: dict) -> None:
     """Refuse a value whose shape disagrees with its distribution (names the site).
 
@@ -50,7 +55,12 @@ def check_site_shape(site: dict) -> None:
     event_ok = not event_shape or value_shape[len(value_shape) - len(event_shape) :] == event_shape
     # a latent's value must have the distribution's shape exactly (a broadcast one would score
     # fewer or more terms than the distribution has); observations may broadcast one way
-    latent_ok = site.get("is_observed", True) or value_shape == fn_shape
+    # (an enumerated value, one per support point with size-1 plate axes, broadcasts too)
+    latent_ok = (
+        site.get("is_observed", True)
+        or value_shape == fn_shape
+        or (site.get(ENUMERATED) and joint == fn_shape)
+    )
     if joint is None or joint not in (value_shape, fn_shape) or not event_ok or not latent_ok:
         raise ValueError(
             f"site {site['name']!r}: {what} has shape {value_shape} but the distribution has "

@@ -59,7 +59,7 @@ import jax.numpy as jnp
 import numpy as np
 from numpyro.primitives import Messenger
 
-from vijax.core import site_axes, site_log_prob
+from vijax.core import ENUMERATED, site_axes, site_log_prob
 from vijax.estimators import Signal, draw, site_strategy, stops_density_gradient
 from vijax.estimators.mvd import MeasureValued, couplings
 from vijax.estimators.strategies import Enumerate
@@ -377,6 +377,7 @@ class _Estimation(Messenger):
     def __init__(self, forced: dict | None = None, lifted: dict | None = None):
         self.forced = forced or {}
         self.lifted = lifted or {}
+        self._broadcast = list(self.forced.values())
         super().__init__()
 
     def __enter__(self):
@@ -401,12 +402,18 @@ class _Estimation(Messenger):
             if subsample_size is not None and subsample_size != size:
                 self._subsampled.add(msg["name"])
             return
-        if msg["type"] != "sample" or msg["is_observed"] or msg["value"] is not None:
+        if msg["type"] != "sample" or msg["is_observed"]:
+            return
+        if msg["value"] is not None:
+            if any(msg["value"] is v for v in self._broadcast):
+                msg[ENUMERATED] = True  # a replayed enumerated value (the model's copy)
             return
         strategy = site_strategy(msg)
         local = isinstance(strategy, Enumerate | MeasureValued)
         if local and msg["name"] in self.forced and not self.lifted.get(msg["name"]):
             msg["value"], msg["intermediates"] = self.forced[msg["name"]], []
+            if isinstance(strategy, Enumerate):
+                msg[ENUMERATED] = True
         else:
             draw(msg, strategy)
         self._draws.append(frozenset(frame.name for frame in msg["cond_indep_stack"]))
@@ -752,10 +759,12 @@ def gradient_estimator(objective: Callable) -> GradientEstimator:
         grid = [g.reshape(-1) for g in grids]
 
         def at(*indices):
+            # each support point with size-1 plate axes: it broadcasts along the plates (the
+            # model gathers per value, not per datum: no N-fold gathers and scatters)
             forced = {
-                site.name: jnp.broadcast_to(site.extra[i], jnp.shape(site.value)).astype(
-                    site.value.dtype
-                )
+                site.name: site.extra[i]
+                .reshape((1,) * site.batch_ndim + site.extra.shape[1:])
+                .astype(site.value.dtype)
                 for site, i in zip(sites, indices)
             }
             out, records, local = evaluate(params, key, args, kwargs, forced)
