@@ -69,15 +69,28 @@ def check_site_shape(site: dict) -> None:
         )
 
 
+#: a site key holding a dict shared by the site's message and its trace copies: the site's
+#: unscaled log-density, computed once (the objective's term and the score-function record
+#: read the same array, so the program holds one log-density and one backward pass for it)
+LOG_PROB_CACHE = "log_prob_cache"
+
+
 def site_log_prob(site: dict, *, scaled: bool = True) -> jax.Array:
     """The elementwise log-density of a sample site (batch shape), times its scale."""
-    check_site_shape(site)
     fn, value = site["fn"], site["value"]
-    intermediates = site.get("intermediates")
-    if intermediates:
-        log_prob = fn.log_prob(value, intermediates)
+    cache = site.get(LOG_PROB_CACHE)
+    key = (id(fn), id(value))
+    if cache is not None and key in cache:
+        log_prob = cache[key][0]
     else:
-        log_prob = fast_density.log_prob(fn, value)
+        check_site_shape(site)
+        intermediates = site.get("intermediates")
+        if intermediates:
+            log_prob = fn.log_prob(value, intermediates)
+        else:
+            log_prob = fast_density.log_prob(fn, value)
+        if cache is not None:  # keep fn and value alive so their ids stay theirs
+            cache[key] = (log_prob, fn, value)
     scale = site.get("scale")
     if scaled and scale is not None:
         log_prob = scale * log_prob

@@ -60,6 +60,7 @@ import numpy as np
 from numpyro.primitives import Messenger
 
 from vijax.core import ENUMERATED, site_axes, site_log_prob
+from vijax.core.density import LOG_PROB_CACHE
 from vijax.estimators import Signal, draw, site_strategy, stops_density_gradient
 from vijax.estimators.mvd import MeasureValued, couplings
 from vijax.estimators.strategies import Enumerate
@@ -418,6 +419,7 @@ class _Estimation(Messenger):
             draw(msg, strategy)
         self._draws.append(frozenset(frame.name for frame in msg["cond_indep_stack"]))
         if strategy.uses_score:
+            msg[LOG_PROB_CACHE] = {}  # shared with the trace's copy of this site
             self._pending.append((len(self._draws) - 1, msg, strategy))
         if local:
             self._local.append((len(self._draws) - 1, msg, strategy, *self._local_extra(msg)))
