@@ -12,6 +12,7 @@ Layers (imports point down only): ``core`` → ``estimators`` → ``objectives``
 ``infer`` → ``models``.
 """
 
+from vijax import flows
 from vijax.core import (
     as_numpyro_distribution,
     block,
@@ -53,6 +54,7 @@ from vijax.families import (
     mean_field_normal,
     mixture,
 )
+from vijax.flows import FlowDistribution, flow_family
 from vijax.infer import FitResult, FitState, NonFiniteError, fit, predictive, sample_posterior
 from vijax.objectives import (
     FamilyAndReverseParams,
@@ -85,6 +87,7 @@ __all__ = [
     "FamilyAndReverseParams",
     "FitResult",
     "FitState",
+    "FlowDistribution",
     "GradientEstimator",
     "ModelAndFamilyParams",
     "NonFiniteError",
@@ -104,6 +107,8 @@ __all__ = [
     "enumeration",
     "factor",
     "fit",
+    "flow_family",
+    "flows",
     "full_rank_normal",
     "grad_estimate",
     "gradient_estimator",
