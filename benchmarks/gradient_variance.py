@@ -23,20 +23,25 @@ vmapped over keys under ``jit``; strategies chosen with ``vj.with_estimators``):
 1. Normal–Normal: ``z ~ N(0, 1)``, three ``x_i ~ N(z, 1)``; family ``N(loc, exp(log_scale))`` at
    ``loc = 0.3, log_scale = −0.4``. ELBO (Monte Carlo entropy, ``analytic_kl=False``, so that
    every strategy estimates the same expression; one extra row with the closed-form KL) with
-   reparameterized, path (STL), score function (no baseline, warmed-up running mean,
-   leave-one-out with 4 particles); IWAE K=8 reparameterized, DReG and VIMCO.
+   reparameterized, path (STL), measure-valued (location and scale), score function (no
+   baseline, warmed-up running mean, leave-one-out with 4 particles); IWAE K=8
+   reparameterized, DReG and VIMCO.
 2. Bernoulli latent: ``z ~ Bern(0.3)``, ``x ~ N(mu[z], 1)``, ``mu = [−1, 1.5]``, ``x = 0.4``;
-   family ``Bern(logits = 0.4)``. ELBO with the score function (no baseline, running mean,
-   leave-one-out K=4), VIMCO K=4 (exact IWAE K=4 gradient by enumeration), and RWS K=4, whose
+   family ``Bern(logits = 0.4)``. ELBO with enumeration, measure-valued derivatives and the
+   score function (no baseline, running mean, leave-one-out K=4); VIMCO K=4 and IWAE K=4 with
+   measure-valued derivatives (exact IWAE K=4 gradient by enumeration); and RWS K=4, whose
    wake-φ direction is not the gradient of any bound (no bias is reported for it).
 3. Gamma–Poisson: ``rate ~ Gamma(2, 1)``, counts ``[3, 1, 4, 1, 5]``; family
    ``Gamma(exp(log_a), exp(log_b))`` at ``log_a = 0.7, log_b = −0.2``. ELBO
-   (``analytic_kl=False``) with implicit reparameterization and the score function (no
-   baseline, running mean).
+   (``analytic_kl=False``) with implicit reparameterization, accept-reject reparameterization
+   (B = 0 and 1 shape boosts, with the correction term) and the score function (no baseline,
+   running mean).
 4. Plate of 10 data with local Bernoulli latents ``z_i ~ Bern(0.5)``, ``x_i ~ N(mu[z_i], 1)``;
    family ``Bern(logits_i)``, logits ``linspace(−1, 1, 10)``. The score-function ELBO
    Rao-Blackwellized over the plate (the default) against the same objective with its
-   structure removed (``objective(...).value``), which scores every ``z_i`` with the whole ELBO.
+   structure removed (``objective(...).value``), which scores every ``z_i`` with the whole ELBO;
+   measure-valued derivatives (all ten elements moved together: two re-evaluations) and
+   enumeration per datum (two evaluations, exact).
 
 Running-mean baselines are measured at a warmed-up state: ``WARMUP_STEPS`` estimate steps at
 the same parameter, carrying the state, then every draw uses that state.
@@ -324,6 +329,7 @@ def cases() -> list[Case]:
         nn_elbo_case("reparameterized", vj.reparameterized()),
         nn_elbo_case("reparameterized, closed-form KL", vj.reparameterized(), analytic_kl=True),
         nn_elbo_case("path (STL)", vj.path()),
+        nn_elbo_case("measure-valued", vj.mvd()),
         nn_elbo_case("score function", vj.score_function()),
         nn_elbo_case(
             "score function + running mean", vj.score_function(vj.running_mean()), warm_up=True
@@ -351,6 +357,8 @@ def cases() -> list[Case]:
             num_particles=NN_IWAE_K,
             **nn_iwae,
         ),
+        bern_elbo_case("enumeration", vj.enumeration()),
+        bern_elbo_case("measure-valued", vj.mvd()),
         bern_elbo_case("score function", vj.score_function()),
         bern_elbo_case(
             "score function + running mean", vj.score_function(vj.running_mean()), warm_up=True
@@ -372,12 +380,25 @@ def cases() -> list[Case]:
             ),
         ),
         Case(
+            estimator=f"IWAE K={B_K} measure-valued",
+            objective=vj.iwae(bern_model, bern_family_with(vj.mvd()), B_K),
+            num_particles=B_K,
+            **dict(
+                bern,
+                objective_name=f"iwae K={B_K}",
+                exact=_exact(bern_exact_iwae, B_PARAMS, B_X, B_K),
+                reference="enumeration",
+            ),
+        ),
+        Case(
             estimator=f"RWS K={B_K}",
             objective=vj.rws(bern_model, bern_family, B_K),
             num_particles=B_K,
             **dict(bern, objective_name="rws (wake-phi)", exact=None, reference="—"),
         ),
         gamma_case("implicit", vj.implicit()),
+        gamma_case("accept-reject B=0", vj.accept_reject(boost=0)),
+        gamma_case("accept-reject B=1", vj.accept_reject(boost=1)),
         gamma_case("score function", vj.score_function()),
         gamma_case(
             "score function + running mean", vj.score_function(vj.running_mean()), warm_up=True
@@ -388,6 +409,18 @@ def cases() -> list[Case]:
             **plate,
         ),
         Case(estimator="score function, plain", objective=opaque, **plate),
+        Case(
+            estimator="measure-valued (plate elements together)",
+            objective=vj.elbo(plate_model, vj.with_estimators(plate_family, {"z": vj.mvd()})),
+            **plate,
+        ),
+        Case(
+            estimator="enumeration per datum",
+            objective=vj.elbo(
+                plate_model, vj.with_estimators(plate_family, {"z": vj.enumeration()})
+            ),
+            **plate,
+        ),
     ]
 
 
