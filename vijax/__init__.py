@@ -55,7 +55,18 @@ from vijax.families import (
     mixture,
 )
 from vijax.flows import FlowDistribution, flow_family
-from vijax.infer import FitResult, FitState, NonFiniteError, fit, predictive, sample_posterior
+from vijax.infer import (
+    FitResult,
+    FitState,
+    NonFiniteError,
+    fit,
+    fit_population,
+    fit_with_checkpoints,
+    load_checkpoint,
+    predictive,
+    sample_posterior,
+    save_checkpoint,
+)
 from vijax.objectives import (
     FamilyAndReverseParams,
     GradientEstimator,
@@ -107,6 +118,8 @@ __all__ = [
     "enumeration",
     "factor",
     "fit",
+    "fit_population",
+    "fit_with_checkpoints",
     "flow_family",
     "flows",
     "full_rank_normal",
@@ -120,6 +133,7 @@ __all__ = [
     "laplace_approximation",
     "learned",
     "leave_one_out",
+    "load_checkpoint",
     "log_density",
     "low_rank_normal",
     "marginal",
@@ -140,6 +154,7 @@ __all__ = [
     "rws",
     "sample",
     "sample_posterior",
+    "save_checkpoint",
     "scale",
     "score_function",
     "seed",

@@ -20,6 +20,10 @@ which names the step and the parameters whose gradient was not finite, and carri
 just before that step (``error.result``), so nothing is lost. The hot loop only records the
 first bad step; the host recovers the state by replaying that chunk up to it (the loop is
 deterministic), so the guard costs one ``isfinite`` reduction per step.
+
+Scale: ``fit(..., mesh=mesh)`` trains data-parallel over a device mesh, across hosts too
+(:mod:`vijax.infer.distributed`); :func:`vijax.fit_population` trains many runs in one program
+(:mod:`vijax.infer.population`).
 """
 
 from __future__ import annotations
@@ -34,15 +38,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import Mesh
 
 from vijax.core import arguments
+from vijax.infer import distributed
 from vijax.objectives import gradient_estimator
 
 __all__ = ["FitResult", "FitState", "NonFiniteError", "fit"]
 
 
 class FitState(NamedTuple):
-    """Everything a run needs to continue: pass it back as ``fit(..., state=state)``."""
+    """Everything a run needs to continue: pass it back as ``fit(..., state=state)``.
+
+    A plain pytree of arrays (save it with :func:`vijax.infer.save_checkpoint`): replicated on
+    every device for a ``mesh`` run, with a leading run axis on every leaf for a population.
+    """
 
     params: Any
     opt_state: Any
@@ -115,23 +125,20 @@ def _batch(data, permutation, position, batch_size):
     return tuple(jnp.take(x, indices, axis=0) for x in data)
 
 
-@functools.partial(
-    jax.jit, static_argnames=("static", "objective", "optimizer", "chunk_size", "batch_size")
-)
-def _run_chunk(
-    state, arrays, data, num_steps, *, static, objective, optimizer, chunk_size, batch_size
+def _step(
+    state, args, data, *, estimator, optimizer, batch_size, batch_sharding=None, permute=True
 ):
-    args = arguments.merge(arrays, static)
-    estimator = gradient_estimator(objective)
-    num_data = data[0].shape[0] if data else 0
-    steps_per_epoch = num_data // batch_size if data else 1
+    """One optimizer step of one run: ``(state, args, data) -> (new state, objective value)``.
 
-    def body(i, carry):
-        state, values = carry
-        step_key = jax.random.fold_in(state.key, state.step)
-        batch, permutation = (), state.permutation
-        if data:
-            epoch, position = jnp.divmod(state.step, steps_per_epoch)
+    ``batch_sharding`` (data-parallel runs) splits the minibatch over the devices;
+    ``permute=False`` leaves drawing each epoch's permutation to the caller (populations).
+    """
+    step_key = jax.random.fold_in(state.key, state.step)
+    batch, permutation = (), state.permutation
+    if data:
+        num_data = data[0].shape[0]
+        epoch, position = jnp.divmod(state.step, num_data // batch_size)
+        if permute:
             permutation = jax.lax.cond(
                 position == 0,
                 lambda: jax.random.permutation(
@@ -139,29 +146,56 @@ def _run_chunk(
                 ),
                 lambda: permutation,
             )
-            batch = _batch(data, permutation, position, batch_size)
-        value, grads, estimator_state = estimator.estimate(
-            state.params, state.estimator_state, step_key, *args, *batch
-        )
-        updates, opt_state = optimizer.update(
-            jax.tree.map(jnp.negative, grads), state.opt_state, state.params
-        )
-        # No select on the hot path: a non-finite step is only recorded; the host replays the
-        # chunk up to it to recover the last good state (the loop is deterministic).
-        finite = _finite(value, grads)
-        new_state = FitState(
-            params=optax.apply_updates(state.params, updates),
-            opt_state=opt_state,
-            estimator_state=estimator_state,
-            key=state.key,
-            step=state.step + 1,
-            permutation=permutation,
-            bad_step=jnp.where(finite | (state.bad_step >= 0), state.bad_step, state.step),
-        )
-        return new_state, values.at[i].set(value)
+        batch = _batch(data, permutation, position, batch_size)
+        if batch_sharding is not None:
+            batch = distributed._constrain(batch, batch_sharding)
+    value, grads, estimator_state = estimator.estimate(
+        state.params, state.estimator_state, step_key, *args, *batch
+    )
+    updates, opt_state = optimizer.update(
+        jax.tree.map(jnp.negative, grads), state.opt_state, state.params
+    )
+    # No select on the hot path: a non-finite step is only recorded; the host replays the
+    # chunk up to it to recover the last good state (the loop is deterministic).
+    finite = _finite(value, grads)
+    new_state = FitState(
+        params=optax.apply_updates(state.params, updates),
+        opt_state=opt_state,
+        estimator_state=estimator_state,
+        key=state.key,
+        step=state.step + 1,
+        permutation=permutation,
+        bad_step=jnp.where(finite | (state.bad_step >= 0), state.bad_step, state.step),
+    )
+    return new_state, value
 
-    values = jnp.full((chunk_size,), jnp.nan)
-    return jax.lax.fori_loop(0, num_steps, body, (state, values))
+
+@functools.partial(
+    jax.jit,
+    static_argnames=("static", "objective", "optimizer", "chunk_size", "batch_size", "mesh"),
+)
+def _run_chunk(
+    state, arrays, data, num_steps, *, static, objective, optimizer, chunk_size, batch_size, mesh
+):
+    with distributed._context(mesh):
+        args = arguments.merge(arrays, static)
+        step = functools.partial(
+            _step,
+            estimator=gradient_estimator(objective),
+            optimizer=optimizer,
+            batch_size=batch_size,
+            batch_sharding=None if mesh is None else distributed._split_leading(mesh),
+        )
+
+        def body(i, carry):
+            state, values = carry
+            state, value = step(state, args, data)
+            if mesh is not None:  # parameters and state stay replicated on every device
+                state = distributed._constrain(state, distributed._replicated(mesh))
+            return state, values.at[i].set(value)
+
+        values = jnp.full((chunk_size,), jnp.nan)
+        return jax.lax.fori_loop(0, num_steps, body, (state, values))
 
 
 class _Pace:
@@ -186,13 +220,15 @@ class _Pace:
         return 32 if self.rate is None else max(1, int(self.rate * self.seconds))
 
 
-def _progress_bar(total: int, enabled: bool):
+def _progress_bar(total: int, enabled: bool, desc: str = "fit"):
     """A tqdm bar (a notebook widget where ipywidgets is installed, text otherwise)."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="IProgress not found")
         from tqdm.auto import tqdm
 
-        return tqdm(total=total, disable=not enabled, desc="fit", unit="step")
+        # several hosts: one bar, on process 0
+        shown = enabled and jax.process_index() == 0
+        return tqdm(total=total, disable=not shown, desc=desc, unit="step")
 
 
 def _as_typed_key(key) -> jax.Array:
@@ -204,24 +240,29 @@ def _as_typed_key(key) -> jax.Array:
     raise ValueError(f"fit: key must be a jax.random.key, got {key!r}")
 
 
-@functools.partial(jax.jit, static_argnames=("static", "objective", "optimizer", "batch_size"))
-def _initial_state(params, key, arrays, data, *, static, objective, optimizer, batch_size):
+@functools.partial(
+    jax.jit, static_argnames=("static", "objective", "optimizer", "batch_size", "mesh")
+)
+def _initial_state(params, key, arrays, data, *, static, objective, optimizer, batch_size, mesh):
     """The state before step 0 and the inputs' finiteness flags (one compiled program, so a
     second ``fit`` neither traces the objective nor compiles anything)."""
-    args = arguments.merge(arrays, static)
-    estimator = gradient_estimator(objective)
-    batch = tuple(x[:batch_size] for x in data) if data else ()
-    permutation = jnp.arange(data[0].shape[0]) if data else jnp.zeros((0,), jnp.int32)
-    state = FitState(
-        params=params,
-        opt_state=optimizer.init(params),
-        estimator_state=estimator.init(params, key, *args, *batch),
-        key=key,
-        step=jnp.zeros((), jnp.int32),
-        permutation=permutation,
-        bad_step=jnp.full((), -1, jnp.int32),
-    )
-    return state, _finite_flags(arrays, data)
+    with distributed._context(mesh):
+        args = arguments.merge(arrays, static)
+        estimator = gradient_estimator(objective)
+        batch = tuple(x[:batch_size] for x in data) if data else ()
+        permutation = jnp.arange(data[0].shape[0]) if data else jnp.zeros((0,), jnp.int32)
+        state = FitState(
+            params=params,
+            opt_state=optimizer.init(params),
+            estimator_state=estimator.init(params, key, *args, *batch),
+            key=key,
+            step=jnp.zeros((), jnp.int32),
+            permutation=permutation,
+            bad_step=jnp.full((), -1, jnp.int32),
+        )
+        if mesh is not None:
+            state = distributed._constrain(state, distributed._replicated(mesh))
+        return state, _finite_flags(arrays, data)
 
 
 def fit(
@@ -237,6 +278,7 @@ def fit(
     chunk_size: int = 4096,
     seconds_per_update: float = 0.25,
     progress: bool = True,
+    mesh: Mesh | None = None,
 ) -> FitResult:
     """Maximize ``objective(params, key, *args)`` with ``optimizer`` for ``num_steps`` steps.
 
@@ -256,7 +298,14 @@ def fit(
       seconds_per_update: chunks are sized from the measured speed so that the progress bar
         moves about this often (the step count of a chunk is an argument of the compiled
         program, so resizing compiles nothing).
-      progress: show a tqdm progress bar.
+      progress: show a tqdm progress bar (on process 0 only, with several hosts).
+      mesh: a :class:`jax.sharding.Mesh` to train data-parallel on its devices (see
+        :mod:`vijax.infer.distributed`): parameters and state replicated, each minibatch split
+        over every mesh axis except ``"particles"``, whose devices split the objective's
+        particles. Same batches and noise as on one device, so the same result up to the order
+        of floating-point sums; a batch that does not divide evenly is padded by XLA. Arrays
+        in ``args`` and ``data`` already sharded over the mesh keep their layout, the others
+        are replicated. ``None`` (default): one device, the program unchanged.
 
     Returns:
       A :class:`FitResult` ``(params, history, state)``.
@@ -279,25 +328,27 @@ def fit(
         ...                 progress=False)
         >>> bool(abs(result.params["loc"]["mu"] - 4.4955) < 0.15)
         True
+
+        Data parallel over every device (one here; see ``notebooks/07_scaling.ipynb``):
+
+        >>> mesh = jax.make_mesh((jax.device_count(),), ("data",))
+        >>> sharded = vj.fit(vj.elbo(model, family), family.init(jax.random.key(0), x),
+        ...                  optax.adam(0.1), jax.random.key(1), x, num_steps=2000,
+        ...                  progress=False, mesh=mesh)
+        >>> bool(jnp.allclose(sharded.params["loc"]["mu"], result.params["loc"]["mu"]))
+        True
     """
-    if not isinstance(num_steps, int) or num_steps < 0:
-        raise ValueError(f"fit: num_steps must be a non-negative int, got {num_steps!r}")
-    if not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"fit: chunk_size must be a positive int, got {chunk_size!r}")
-    if not (hasattr(optimizer, "init") and hasattr(optimizer, "update")):
-        raise ValueError("fit: optimizer must be an optax GradientTransformation")
-    data = tuple(data) if data is not None else ()
-    if data:
-        if batch_size is None or not 0 < batch_size <= data[0].shape[0]:
-            raise ValueError(
-                f"fit: batch_size must be in [1, {data[0].shape[0]}] with data, got {batch_size!r}"
-            )
-        lengths = {x.shape[0] for x in data}
-        if len(lengths) != 1:
-            raise ValueError(f"fit: data arrays have different leading lengths {sorted(lengths)}")
-    else:
-        batch_size = None
+    data, batch_size = _check_arguments("fit", num_steps, chunk_size, optimizer, data, batch_size)
     arrays, static = arguments.split(args)
+    if mesh is not None:
+        mesh = distributed._normalize_mesh(mesh, "fit")
+        everywhere = distributed._replicated(mesh)
+        arrays = distributed._keep_or_place(arrays, mesh, everywhere)
+        data = tuple(distributed._keep_or_place(list(data), mesh, everywhere))
+        args = arguments.merge(arrays, static)
+        if state is None:
+            params = distributed._place_tree(params, everywhere)
+            key = distributed._place(_as_typed_key(key), everywhere)
     if state is None:
         state, flags = _initial_state(
             params,
@@ -308,9 +359,12 @@ def fit(
             objective=objective,
             optimizer=optimizer,
             batch_size=batch_size,
+            mesh=mesh,
         )
     else:
         state = state._replace(bad_step=jnp.full((), -1, jnp.int32))
+        if mesh is not None:
+            state = distributed._place_tree(state, distributed._replicated(mesh))
         flags = _finite_flags_jit(arrays, data)
     _check_finite_inputs(args, data, flags)
 
@@ -321,6 +375,7 @@ def fit(
         optimizer=optimizer,
         chunk_size=chunk_size,
         batch_size=batch_size,
+        mesh=mesh,
     )
     history: list[np.ndarray] = []
     bar = _progress_bar(num_steps, progress)
@@ -370,6 +425,27 @@ def fit(
             result,
         )
     return FitResult(state.params, all_values, state)
+
+
+def _check_arguments(caller, num_steps, chunk_size, optimizer, data, batch_size):
+    """Validate the loop's arguments; returns ``(data as a tuple, batch_size or None)``."""
+    if not isinstance(num_steps, int) or num_steps < 0:
+        raise ValueError(f"{caller}: num_steps must be a non-negative int, got {num_steps!r}")
+    if not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"{caller}: chunk_size must be a positive int, got {chunk_size!r}")
+    if not (hasattr(optimizer, "init") and hasattr(optimizer, "update")):
+        raise ValueError(f"{caller}: optimizer must be an optax GradientTransformation")
+    data = tuple(data) if data is not None else ()
+    if not data:
+        return (), None
+    if batch_size is None or not 0 < batch_size <= data[0].shape[0]:
+        raise ValueError(
+            f"{caller}: batch_size must be in [1, {data[0].shape[0]}] with data, got {batch_size!r}"
+        )
+    lengths = {x.shape[0] for x in data}
+    if len(lengths) != 1:
+        raise ValueError(f"{caller}: data arrays have different leading lengths {sorted(lengths)}")
+    return data, batch_size
 
 
 def _non_finite_gradients(objective, state, args, data, batch_size, step) -> str:

@@ -486,15 +486,23 @@ def _active_estimation() -> _Estimation | None:
 # ----------------------------------------------------------------------------------------------
 
 
+PARTICLE_MESH_AXIS = "particles"  # a mesh axis of this name splits the particles (vijax.fit)
+
+
 def _particles(fn, key, num_particles: int, per_particle=()):
     """Run ``fn(key_k, *per_particle[k])`` for ``K`` split keys under ``vmap``.
 
     Score records and measure-valued sites made inside are carried out of the ``vmap`` with a
-    particle axis; forced values of sites inside the block are passed in row by row.
+    particle axis; forced values of sites inside the block are passed in row by row. When the
+    ambient mesh (``jax.sharding.get_abstract_mesh()``) has a ``"particles"`` axis, the
+    outermost block's particles are split over it (a sharding constraint on the keys).
     """
     if not isinstance(num_particles, int) or num_particles < 1:
         raise ValueError(f"num_particles must be a positive int, got {num_particles!r}")
     keys = jax.random.split(key, num_particles)
+    if PARTICLE_MESH_AXIS in jax.sharding.get_abstract_mesh().axis_names and len(_ACTIVE) <= 1:
+        spec = jax.sharding.PartitionSpec(PARTICLE_MESH_AXIS)
+        keys = jax.lax.with_sharding_constraint(keys, spec)
     outer = _active_estimation()
     if outer is None:
         axis = f"{PARTICLE_AXIS_PREFIX}{len(_ACTIVE)}__"
