@@ -1,7 +1,7 @@
 """Run every benchmark in this process, write ``benchmarks/results/`` and print the tables.
 
 Run with ``python -m benchmarks`` or ``python -m benchmarks.run_all``; pass benchmark names
-(``logreg``, ``iwae``, ``discrete_latent``, ``scaling``) to run only those.
+(``logreg``, ``iwae``, ``discrete_latent``, ``scaling``, ``flows``) to run only those.
 """
 
 from __future__ import annotations
@@ -10,12 +10,14 @@ import sys
 from collections.abc import Callable
 
 from benchmarks import discrete_latent, harness, iwae, logreg, scaling
+from benchmarks import flows as normalizing_flows
 
 BENCHMARKS: dict[str, Callable[[], list[harness.Row]]] = {
     logreg.NAME: logreg.run,
     iwae.NAME: iwae.run,
     discrete_latent.NAME: discrete_latent.run,
     scaling.NAME: scaling.run,
+    normalizing_flows.NAME: normalizing_flows.run,
 }
 
 

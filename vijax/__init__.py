@@ -47,6 +47,7 @@ from vijax.estimators import (
 )
 from vijax.families import (
     amortized_normal,
+    auto_flow,
     delta,
     full_rank_normal,
     laplace_approximation,
@@ -107,6 +108,7 @@ __all__ = [
     "accept_reject_sampler",
     "amortized_normal",
     "as_numpyro_distribution",
+    "auto_flow",
     "block",
     "condition",
     "constant",
