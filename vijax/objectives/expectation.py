@@ -660,7 +660,9 @@ def _measure_valued_term(site: _LocalSite, base: Terms, evaluate: Callable) -> j
     """
     stop = jax.lax.stop_gradient
     shape, layout = jnp.shape(site.value), site.layout
-    if any(isinstance(kind, _Coupled) and kind.axis in layout for kind in base.kinds):
+    if any(isinstance(kind, _Linear) and kind.opaque for kind in base.kinds):
+        layout = (None,) * len(layout)  # a plain number may read every element: one at a time
+    elif any(isinstance(kind, _Coupled) and kind.axis in layout for kind in base.kinds):
         # a coupled block sums each particle's plate elements into one weight before coupling
         # them: plate elements of one particle are not separable there, so perturb them one
         # at a time (particle axes stay: the block is re-scored particle by particle)
