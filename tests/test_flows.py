@@ -498,7 +498,9 @@ def test_planar_flow_fitted_to_u1_reaches_log_z_with_annealing_and_one_mode_with
     one_mode = fit([(1.0, 2000)])  # the same compiled step: β is an argument
     elbo, bound = (float(v) for v in evaluate(one_mode, jax.random.key(2)))
     assert abs(log_z - elbo - np.log(2)) < 0.05, (elbo, log_z)
-    assert abs(log_z - bound - np.log(2)) < 0.1, (bound, log_z)
+    # The importance-weighted bound can only gain on the ELBO: 20 000 particles from the one
+    # mode's tails recover part of the other mode (0.57 nats below log Z in float64), never all.
+    assert 0.3 < log_z - bound < np.log(2) + 0.05, (bound, log_z)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -175,9 +175,10 @@ def test_fitted_family_covers_the_modes_and_has_lower_forward_chi2():
     chi2 = {name: log_one_plus_forward_chi2(p) for name, p in fitted.items()}
     print(f"fitted {jax.tree.map(float, fitted)}; log(1 + χ²) {chi2}")
     # measured: VIS loc ≈ −0.04, scale ≈ 1.37, log(1 + χ²) ≈ 1.5 (both modes covered); the
-    # ELBO fit sits on the mode at +√2 with scale ≈ 0.18 and log(1 + χ²) ≈ 158.
+    # ELBO fit sits on one mode, ±√2 (+√2 in float32, −√2 in float64: the noise decides), with
+    # scale ≈ 0.18 and log(1 + χ²) ≈ 158.
     assert abs(float(fitted["vis"]["loc"])) < 0.3 and float(fitted["vis"]["log_scale"]) > 0.0
-    assert abs(float(fitted["elbo"]["loc"]) - np.sqrt(2.0)) < 0.2
+    assert abs(abs(float(fitted["elbo"]["loc"])) - np.sqrt(2.0)) < 0.2
     assert chi2["vis"] < 3.0 and chi2["vis"] + 50.0 < chi2["elbo"]
 
 

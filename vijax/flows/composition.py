@@ -120,6 +120,7 @@ class Repeat:
             y, log_det = self.layer.forward_and_log_det(p, x, context)
             return (y, total + log_det), None
 
+        x = _promote(x, params)
         (y, total), _ = jax.lax.scan(step, (x, _zero(x)), params, length=self.times)
         return y, total
 
@@ -129,6 +130,7 @@ class Repeat:
             x, log_det = self.layer.inverse_and_log_det(p, y, context)
             return (x, total + log_det), None
 
+        y = _promote(y, params)
         (x, total), _ = jax.lax.scan(step, (y, _zero(y)), params, length=self.times, reverse=True)
         return x, total
 
@@ -138,12 +140,24 @@ class Repeat:
             y, log_det, score = self.layer.forward_with_score(p, x, score, context)
             return (y, score, total + log_det), None
 
+        x, score = _promote(x, params), _promote(score, params)
         (y, score, total), _ = jax.lax.scan(step, (x, score, _zero(x)), params, length=self.times)
         return y, total, score
 
 
 def _zero(x):
     return jax.numpy.zeros((), x.dtype)
+
+
+def _promote(x, params):
+    # A scan carry keeps its dtype, so float32 inputs meet float64 parameters (x64 mode) in the
+    # parameters' precision from the first layer on, as they would without the scan.
+    dtypes = [
+        leaf.dtype
+        for leaf in jax.tree.leaves(params)
+        if jax.numpy.issubdtype(leaf.dtype, jax.numpy.inexact)
+    ]
+    return jax.numpy.asarray(x, jax.numpy.result_type(x, *dtypes))
 
 
 def chain(*layers) -> Chain:
