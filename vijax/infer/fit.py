@@ -240,6 +240,22 @@ def _as_typed_key(key) -> jax.Array:
     raise ValueError(f"fit: key must be a jax.random.key, got {key!r}")
 
 
+def _fresh_state(params, key, args, data, estimator, optimizer, batch_size) -> FitState:
+    """One run's state before step 0: optimizer and estimator states initialized at ``params``
+    (the estimator's from the first minibatch's shapes), data in its original order."""
+    batch = tuple(x[:batch_size] for x in data) if data else ()
+    permutation = jnp.arange(data[0].shape[0]) if data else jnp.zeros((0,), jnp.int32)
+    return FitState(
+        params=params,
+        opt_state=optimizer.init(params),
+        estimator_state=estimator.init(params, key, *args, *batch),
+        key=key,
+        step=jnp.zeros((), jnp.int32),
+        permutation=permutation,
+        bad_step=jnp.full((), -1, jnp.int32),
+    )
+
+
 @functools.partial(
     jax.jit, static_argnames=("static", "objective", "optimizer", "batch_size", "mesh")
 )
@@ -248,17 +264,8 @@ def _initial_state(params, key, arrays, data, *, static, objective, optimizer, b
     second ``fit`` neither traces the objective nor compiles anything)."""
     with distributed._context(mesh):
         args = arguments.merge(arrays, static)
-        estimator = gradient_estimator(objective)
-        batch = tuple(x[:batch_size] for x in data) if data else ()
-        permutation = jnp.arange(data[0].shape[0]) if data else jnp.zeros((0,), jnp.int32)
-        state = FitState(
-            params=params,
-            opt_state=optimizer.init(params),
-            estimator_state=estimator.init(params, key, *args, *batch),
-            key=key,
-            step=jnp.zeros((), jnp.int32),
-            permutation=permutation,
-            bad_step=jnp.full((), -1, jnp.int32),
+        state = _fresh_state(
+            params, key, args, data, gradient_estimator(objective), optimizer, batch_size
         )
         if mesh is not None:
             state = distributed._constrain(state, distributed._replicated(mesh))

@@ -45,6 +45,7 @@ from vijax.infer.fit import (
     _data_key,
     _finite_flags,
     _finite_flags_jit,
+    _fresh_state,
     _non_finite_gradients,
     _Pace,
     _progress_bar,
@@ -136,17 +137,7 @@ def _initial_population(
 
         def one(params, key, arrays, data):
             args = arguments.merge(list(arrays), static)
-            batch = tuple(x[:batch_size] for x in data) if data else ()
-            permutation = jnp.arange(data[0].shape[0]) if data else jnp.zeros((0,), jnp.int32)
-            return FitState(
-                params=params,
-                opt_state=optimizer.init(params),
-                estimator_state=estimator.init(params, key, *args, *batch),
-                key=key,
-                step=jnp.zeros((), jnp.int32),
-                permutation=permutation,
-                bad_step=jnp.full((), -1, jnp.int32),
-            )
+            return _fresh_state(params, key, args, data, estimator, optimizer, batch_size)
 
         state = jax.vmap(one, in_axes=(0, 0, list(arg_axes), tuple(data_axes)))(
             params, keys, arrays, data

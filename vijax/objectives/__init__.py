@@ -25,6 +25,7 @@ from vijax.objectives.hierarchical import (
 from vijax.objectives.iwae import iwae, vimco
 from vijax.objectives.programs import (
     ModelAndFamilyParams,
+    detached_densities,
     elbo_terms,
     importance_traces,
     log_weight,
@@ -47,6 +48,7 @@ __all__ = [
     "Renyi",
     "Terms",
     "cubo",
+    "detached_densities",
     "diwhvi",
     "elbo",
     "elbo_terms",

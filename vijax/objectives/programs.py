@@ -8,11 +8,13 @@ import jax
 from numpyro.distributions.kl import kl_divergence
 
 from vijax.core import handlers, is_marginalized, site_axes
-from vijax.estimators import site_strategy, stops_density_gradient
+from vijax.estimators import site_strategy, stops_density_gradient, with_estimators
+from vijax.estimators.strategies import Detached
 from vijax.objectives.expectation import Terms
 
 __all__ = [
     "ModelAndFamilyParams",
+    "detached_densities",
     "elbo_terms",
     "importance_traces",
     "log_weight",
@@ -116,6 +118,20 @@ def log_weight(model, family, params, key, args, kwargs) -> Terms:
     building block."""
     model_trace, family_trace = importance_traces(model, family, params, key, args, kwargs)
     return log_weight_terms(model_trace, family_trace)
+
+
+def detached_densities(model, family, params, key, args, kwargs) -> tuple[Terms, Terms]:
+    """``log p(x, z)`` and ``log q(z)`` for one particle ``z ~ family`` off the gradient path.
+
+    The family runs with the detached strategy as its default (a site that names its own
+    strategy keeps it), so ``z`` is a constant to the gradient and both terms differentiate
+    through their densities' parameters only: the wake phases of reweighted wake-sleep and of
+    variational importance sampling.
+    """
+    family = with_estimators(family, default=Detached())
+    model_trace, family_trace = importance_traces(model, family, params, key, args, kwargs)
+    latents = [n for n, s in family_trace.items() if _is_latent(s)]
+    return Terms.from_trace(model_trace), Terms.from_trace(family_trace, sites=latents)
 
 
 def _analytic_kl(q_site, p_site):

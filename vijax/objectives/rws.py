@@ -33,11 +33,9 @@ from dataclasses import dataclass
 
 import jax
 
-from vijax.estimators import with_estimators
-from vijax.estimators.strategies import Detached
 from vijax.objectives.expectation import Terms, particle_log_mean_exp
 from vijax.objectives.gradients import scale_gradient
-from vijax.objectives.programs import importance_traces
+from vijax.objectives.programs import detached_densities
 
 __all__ = ["RWS", "rws"]
 
@@ -51,18 +49,12 @@ class RWS:
     num_particles: int
 
     def __call__(self, params, key, *args, **kwargs) -> Terms:
-        family = with_estimators(self.family, default=Detached())
-
         def log_weight(particle_key):
-            model_trace, family_trace = importance_traces(
-                self.model, family, params, particle_key, args, kwargs
+            log_p, log_q = detached_densities(
+                self.model, self.family, params, particle_key, args, kwargs
             )
-            latents = [
-                n for n, s in family_trace.items() if s["type"] == "sample" and not s["is_observed"]
-            ]
-            log_q = Terms.from_trace(family_trace, sites=latents)
             flipped = jax.tree.map(lambda a: scale_gradient(a, -1.0), log_q)
-            return Terms.from_trace(model_trace) - flipped
+            return log_p - flipped
 
         return particle_log_mean_exp(log_weight, key, self.num_particles)
 

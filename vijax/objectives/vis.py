@@ -53,10 +53,8 @@ from dataclasses import dataclass
 import jax
 import jax.numpy as jnp
 
-from vijax.estimators import with_estimators
-from vijax.estimators.strategies import Detached
 from vijax.objectives.expectation import Terms
-from vijax.objectives.programs import importance_traces
+from vijax.objectives.programs import detached_densities
 
 __all__ = ["VIS", "vis"]
 
@@ -70,17 +68,11 @@ class VIS:
     num_particles: int
 
     def __call__(self, params, key, *args, **kwargs) -> Terms:
-        family = with_estimators(self.family, default=Detached())
-
         def densities(particle_key):
-            model_trace, family_trace = importance_traces(
-                self.model, family, params, particle_key, args, kwargs
+            log_p, log_q = detached_densities(
+                self.model, self.family, params, particle_key, args, kwargs
             )
-            latents = [
-                n for n, s in family_trace.items() if s["type"] == "sample" and not s["is_observed"]
-            ]
-            log_p = Terms.from_trace(model_trace).value
-            return log_p, Terms.from_trace(family_trace, sites=latents).value
+            return log_p.value, log_q.value
 
         keys = jax.random.split(key, self.num_particles)
         log_p, log_q = jax.vmap(densities)(keys)
