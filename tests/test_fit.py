@@ -96,6 +96,32 @@ def test_second_fit_with_the_same_shapes_does_not_recompile():
     assert second == 0
 
 
+@pytest.mark.skipif(
+    jax.config.jax_check_tracer_leaks, reason="the tracer-leak checker disables JAX's trace cache"
+)
+def test_an_objective_rebuilt_with_the_same_estimators_does_not_recompile():
+    params = FAMILY.init(jax.random.key(0), X)
+
+    def run(estimators):
+        family = vj.with_estimators(FAMILY, estimators)
+        return vj.fit(
+            vj.elbo(model, family, num_particles=4),
+            params,
+            OPTIMIZER,
+            jax.random.key(1),
+            X,
+            num_steps=20,
+            progress=False,
+        )
+
+    score = {"mu": vj.score_function(baseline=vj.running_mean())}
+    assert _count_compilations(lambda: run(score)) >= 1
+    rebuilt = {"mu": vj.score_function(baseline=vj.running_mean())}
+    assert _count_compilations(lambda: run(rebuilt)) == 0
+    # another choice is another program
+    assert _count_compilations(lambda: run({"mu": vj.reparameterized()})) >= 1
+
+
 def test_resumed_fit_equals_an_uninterrupted_one():
     params = FAMILY.init(jax.random.key(0), X)
     whole = vj.fit(

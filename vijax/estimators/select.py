@@ -39,6 +39,20 @@ class with_estimators(SiteNameChecked, Messenger):
         self.default = default
         super().__init__(fn)
 
+    # Equal when they wrap the same program with the same choices, so an objective rebuilt
+    # around ``with_estimators(family, ...)`` is the same static argument to ``jit`` and
+    # ``vj.fit`` does not compile it again.
+    def __eq__(self, other):
+        return (
+            type(other) is type(self)
+            and self.fn == other.fn
+            and self.estimators == other.estimators
+            and self.default == other.default
+        )
+
+    def __hash__(self):
+        return hash((type(self), self.fn))
+
     def _expected_names(self):
         return self.estimators
 
