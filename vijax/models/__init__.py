@@ -1,10 +1,16 @@
 """Models built from vijax programs (they may use every layer below them)."""
 
-from vijax.models import diffusion
+from vijax.models import diffusion, vae
 from vijax.models.logistic_regression import (
     log_predictive_density,
     logistic_regression,
     predictive_probability,
 )
 
-__all__ = ["diffusion", "log_predictive_density", "logistic_regression", "predictive_probability"]
+__all__ = [
+    "diffusion",
+    "log_predictive_density",
+    "logistic_regression",
+    "predictive_probability",
+    "vae",
+]

@@ -23,6 +23,14 @@ from vijax.objectives.hierarchical import (
     sivi,
 )
 from vijax.objectives.iwae import iwae, vimco
+from vijax.objectives.per_datum import (
+    PerDatumIWAE,
+    PerDatumIWAEDReG,
+    per_datum_iwae,
+    per_datum_iwae_dreg,
+    per_datum_log_weight,
+    per_datum_log_weights,
+)
 from vijax.objectives.programs import (
     ModelAndFamilyParams,
     detached_densities,
@@ -45,6 +53,8 @@ __all__ = [
     "HierarchicalBound",
     "Marginal",
     "ModelAndFamilyParams",
+    "PerDatumIWAE",
+    "PerDatumIWAEDReG",
     "Renyi",
     "Terms",
     "cubo",
@@ -65,6 +75,10 @@ __all__ = [
     "marginal",
     "particle_log_mean_exp",
     "particle_mean",
+    "per_datum_iwae",
+    "per_datum_iwae_dreg",
+    "per_datum_log_weight",
+    "per_datum_log_weights",
     "renyi",
     "rws",
     "sivi",
