@@ -18,8 +18,16 @@ from vijax.models.diffusion.data import (
     digit_levels,
     gaussian_mixture_2d,
     independent_pixel_bits_per_dim,
+    level_frequencies,
+    two_moons,
 )
-from vijax.models.diffusion.networks import Denoiser, gaussian_denoiser, mlp_denoiser
+from vijax.models.diffusion.networks import (
+    Denoiser,
+    categorical_denoiser,
+    gaussian_denoiser,
+    mlp_denoiser,
+    residual_denoiser,
+)
 from vijax.models.diffusion.schedules import (
     Schedule,
     alpha_sigma,
@@ -53,6 +61,7 @@ __all__ = [
     "alpha_sigma",
     "ancestral_sample",
     "bits_per_dim",
+    "categorical_denoiser",
     "check_data",
     "continuous_time_elbo",
     "diffusion_loss_variance",
@@ -66,10 +75,13 @@ __all__ = [
     "gaussian_mixture_2d",
     "independent_pixel_bits_per_dim",
     "learned_schedule",
+    "level_frequencies",
     "linear_schedule",
     "losses",
     "mlp_denoiser",
+    "residual_denoiser",
     "stratified_times",
+    "two_moons",
     "uniform_times",
     "validate_schedule",
 ]

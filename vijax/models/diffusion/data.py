@@ -1,14 +1,25 @@
-"""Data for diffusion models: a 2-D Gaussian mixture and scikit-learn's digits on 17 levels."""
+"""Data for diffusion models: 2-D Gaussian mixture, two moons, scikit-learn's 17-level digits."""
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from sklearn.datasets import make_moons
 
 from vijax.data import digits
 
-__all__ = ["digit_levels", "gaussian_mixture_2d", "independent_pixel_bits_per_dim"]
+__all__ = [
+    "digit_levels",
+    "gaussian_mixture_2d",
+    "independent_pixel_bits_per_dim",
+    "level_frequencies",
+    "two_moons",
+]
+
+# make_moons' points have mean (0.5, 0.25) and standard deviations (0.87, 0.50) (noise 0.05)
+_MOONS_CENTER = np.asarray([0.5, 0.25])
+_MOONS_SCALE = np.asarray([0.87, 0.5])
 
 
 def gaussian_mixture_2d(
@@ -29,6 +40,32 @@ def gaussian_mixture_2d(
     return centers + std * jax.random.normal(noise_key, (num_samples, 2))
 
 
+def two_moons(num_samples: int, *, noise: float = 0.05, seed: int = 0) -> jax.Array:
+    r"""``num_samples`` points of scikit-learn's two moons, standardized, from a fixed ``seed``.
+
+    ``sklearn.datasets.make_moons(num_samples, noise=noise, random_state=seed)`` draws points on
+    the upper half of the unit circle and on the lower half of the unit circle centred at
+    ``(1, 0.5)``, each plus ``N(0, noise² I)``; they are mapped by the fixed affine map
+    ``x ↦ (x − (0.5, 0.25)) / (0.87, 0.50)`` so each coordinate has mean ≈ 0 and
+    standard deviation ≈ 1 (a VDM's ``z_1 ≈ N(0, I)`` then needs no data-dependent scaling).
+    The same ``(num_samples, noise, seed)`` always gives the same points.
+
+    Raises:
+      ValueError: ``num_samples < 1`` or ``noise < 0``.
+
+    Example:
+        >>> x = two_moons(2000, seed=0)
+        >>> x.shape, bool(abs(float(x.mean())) < 0.05), bool(abs(float(x.std()) - 1) < 0.05)
+        ((2000, 2), True, True)
+    """
+    if int(num_samples) < 1:
+        raise ValueError(f"num_samples must be a positive integer, got {num_samples}")
+    if not float(noise) >= 0.0:
+        raise ValueError(f"noise must be non-negative, got {noise}")
+    points, _ = make_moons(int(num_samples), noise=float(noise), random_state=int(seed))
+    return jnp.asarray((points - _MOONS_CENTER) / _MOONS_SCALE, jnp.result_type(float))
+
+
 def digit_levels() -> tuple[jax.Array, jax.Array]:
     """scikit-learn's digits as 64-vectors on the 17 levels ``linspace(-1, 1, 17)``, and labels.
 
@@ -44,6 +81,23 @@ def digit_levels() -> tuple[jax.Array, jax.Array]:
     return counts / 8.0 - 1.0, labels
 
 
+def level_frequencies(x, levels: int = 17, pseudocount: float = 1.0) -> np.ndarray:
+    r"""Per-coordinate level frequencies ``π_{dk} = (n_{dk} + c) / (N + K c)`` of ``x``.
+
+    ``x``: ``(N, D)`` on ``linspace(−1, 1, levels)``; ``n_{dk}`` counts the rows with
+    ``x_d`` at level ``k``; ``c = pseudocount`` (Laplace smoothing). Returns ``(D, levels)``,
+    rows summing to one: the independent-pixel model of :func:`independent_pixel_bits_per_dim`.
+
+    Example:
+        >>> level_frequencies(jnp.asarray([[-1.0], [1.0]]), levels=3, pseudocount=0.0).tolist()
+        [[0.5, 0.0, 0.5]]
+    """
+    index = np.clip(np.round((np.asarray(x) + 1.0) * (levels - 1) / 2.0), 0, levels - 1)
+    index = index.astype(int)
+    counts = np.stack([(index == k).sum(0) for k in range(levels)], -1) + pseudocount
+    return counts / counts.sum(-1, keepdims=True)
+
+
 def independent_pixel_bits_per_dim(x_train, x_test, levels: int = 17, pseudocount=1.0) -> float:
     """Bits/dim on ``x_test`` of independent per-pixel categoricals fit on ``x_train``.
 
@@ -55,11 +109,8 @@ def independent_pixel_bits_per_dim(x_train, x_test, levels: int = 17, pseudocoun
         True
     """
 
-    def index(x):
-        return np.clip(np.round((np.asarray(x) + 1.0) * (levels - 1) / 2.0), 0, levels - 1)
-
-    train, test = index(x_train).astype(int), index(x_test).astype(int)
-    counts = np.stack([(train == k).sum(0) for k in range(levels)], -1) + pseudocount
-    probs = counts / counts.sum(-1, keepdims=True)
+    probs = level_frequencies(x_train, levels, pseudocount)
+    test = np.clip(np.round((np.asarray(x_test) + 1.0) * (levels - 1) / 2.0), 0, levels - 1)
+    test = test.astype(int)
     logp = np.log2(np.take_along_axis(probs[None], test[..., None], -1)[..., 0])
     return float(-logp.mean())

@@ -84,6 +84,9 @@ def stratified_times(key: jax.Array, batch_size: int) -> jax.Array:
 # ----------------------------------------------------------------------------------------------
 
 
+_LOG_2PI = float(np.log(2.0 * np.pi))
+
+
 class Decoder(NamedTuple):
     """``log_prob(x, z_0, γ_0)`` per example (summed over dimensions), ``sample(key, z_0, γ_0)``,
     ``check(x)`` (host-side range check), ``levels`` (``None`` for real-valued data)."""
@@ -107,7 +110,9 @@ def gaussian_decoder() -> Decoder:
 
     def log_prob(x, z0, gamma0):
         alpha0, _ = alpha_sigma(gamma0)
-        return dist.Normal(z0 / alpha0, jnp.exp(0.5 * gamma0)).log_prob(x).sum(-1)
+        # log N(x; z_0/α_0, e^{γ_0}), written out: one fused elementwise pass
+        residual = x - z0 / alpha0
+        return -0.5 * jnp.sum(residual**2 * jnp.exp(-gamma0) + gamma0 + _LOG_2PI, axis=-1)
 
     def sample_x(key, z0, gamma0):
         alpha0, _ = alpha_sigma(gamma0)
@@ -143,8 +148,11 @@ def discretized_decoder(levels: int = 17) -> Decoder:
 
     def log_prob(x, z0, gamma0):
         index = jnp.clip(jnp.round((x + 1.0) * (levels - 1) / 2.0), 0, levels - 1).astype(int)
-        logp = jax.nn.log_softmax(logits(z0, gamma0), axis=-1)
-        return jnp.take_along_axis(logp, index[..., None], axis=-1)[..., 0].sum(-1)
+        alpha0, _ = alpha_sigma(gamma0)
+        # log softmax at the observed level: its logit is computed from the level itself, not
+        # gathered from the (B, D, levels) logits (no gather, and no scatter in the gradient)
+        observed = -0.5 * (z0 / alpha0 - grid[index]) ** 2 / jnp.exp(gamma0)
+        return jnp.sum(observed - jax.nn.logsumexp(logits(z0, gamma0), axis=-1), axis=-1)
 
     def sample_x(key, z0, gamma0):
         return grid[jax.random.categorical(key, logits(z0, gamma0), axis=-1)]
@@ -194,14 +202,19 @@ def forward_process(x: jax.Array, gamma_t: jax.Array) -> jax.Array:
         (3, 2)
     """
     alpha, sigma = alpha_sigma(gamma_t[:, None])
-    return sample("z", dist.Normal(alpha * x, sigma * jnp.ones_like(x)).to_event(2))
+    return sample("z", dist.Normal(alpha * x, jnp.broadcast_to(sigma, x.shape)).to_event(2))
 
 
 def _noise(key, x, gamma_t):
-    """``(z_t, ε)`` drawn by the family program: ``ε = (z_t − α_t x) / σ_t``."""
+    """``(z_t, ε)`` drawn by the family program: ``ε = (z_t − α_t x) / σ_t``.
+
+    ``ε`` is the reparameterization's noise: its pathwise derivative with respect to every
+    parameter is zero, so it is read under ``stop_gradient`` (the backward pass then skips a
+    chain of terms that would cancel).
+    """
     z = seed(forward_process, key)(x, gamma_t)
     alpha, sigma = alpha_sigma(gamma_t[:, None])
-    return z, (z - alpha * x) / sigma
+    return z, jax.lax.stop_gradient((z - alpha * x) * (1.0 / sigma))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -253,24 +266,30 @@ def losses(
         (8,)
     """
     batch = x.shape[0]
-    time_key, z_key, zero_key = jax.random.split(key, 3)
+    time_key, z_key = jax.random.split(key)
     sparams, dparams = params["schedule"], params["denoiser"]
-    gamma0 = schedule.gamma(sparams, jnp.zeros(()))
-    gamma1 = schedule.gamma(sparams, jnp.ones(()))
     t = time_sampler(time_key, batch)
+    ends = jnp.asarray([0.0, 1.0], t.dtype)
+    # γ at the endpoints and at every t in one call of the schedule (one jvp for γ'), so a
+    # learned schedule's network runs once per step, not once per use
     if num_steps is None:
-        gamma_t, dgamma_t = gamma_and_derivative(schedule, sparams, t)
-        weight = 0.5 * dgamma_t
+        gammas, dgammas = gamma_and_derivative(schedule, sparams, jnp.concatenate([ends, t]))
+        gamma0, gamma1, gamma_t = gammas[0], gammas[1], gammas[2:]
+        weight = 0.5 * dgammas[2:]
     else:
         t = jnp.ceil(t * num_steps) / num_steps  # t_i = i / T, i ∈ {1..T}
         t = jnp.where(t <= 0.0, 1.0 / num_steps, t)
-        gamma_t = schedule.gamma(sparams, t)
-        gamma_s = schedule.gamma(sparams, t - 1.0 / num_steps)
+        gammas = schedule.gamma(sparams, jnp.concatenate([ends, t, t - 1.0 / num_steps]))
+        gamma0, gamma1 = gammas[0], gammas[1]
+        gamma_t, gamma_s = gammas[2 : 2 + batch], gammas[2 + batch :]
         weight = 0.5 * num_steps * jnp.expm1(gamma_t - gamma_s)
-    z_t, eps = _noise(z_key, x, gamma_t)
+    # z_t and z_0 in one draw of the family (one program run, one noise tensor): q(z_t | x)
+    # and q(z_0 | x) for each row, stacked along the batch
+    gamma_both = jnp.concatenate([gamma_t, jnp.broadcast_to(gamma0, (batch,))])
+    z_both, eps_both = _noise(z_key, jnp.concatenate([x, x]), gamma_both)
+    z_t, eps, z0 = z_both[:batch], eps_both[:batch], z_both[batch:]
     eps_hat = denoiser.apply(dparams, z_t, gamma_t, t)
     diffusion = weight * jnp.sum((eps - eps_hat) ** 2, axis=-1)
-    z0, _ = _noise(zero_key, x, jnp.full((batch,), gamma0))
     reconstruction = -decoder.log_prob(x, z0, gamma0)
     return Losses(_prior_loss(x, gamma1), reconstruction, diffusion)
 
