@@ -7,9 +7,21 @@ through ``x → ε`` with stopped parameters, as FlowJAX's stick-the-landing), a
 gradient (``estimator=vj.path()``: the score carried forward, Vaitl et al. 2024). The flow is
 first fitted with the standard estimator (``FIT_STEPS`` Adam steps), then at that fixed parameter
 each estimator's cost per gradient (a jitted scan of ``TIMED_STEPS`` estimates, timed
-round-robin) and the total variance of those estimates (sum over coordinates) are measured. The path
-rows carry ``ratio_standard`` = their cost / the standard estimator's cost (median of repeat-by-
-repeat ratios; target ≤ 1.3 for the fast path).
+round-robin, the parameters an argument of the compiled scan as in training) and the total
+variance of those estimates (sum over coordinates) are measured. The path rows carry
+``ratio_standard`` = their cost / the standard estimator's cost (median of repeat-by-repeat
+ratios; target ≤ 1.3 for the fast path).
+
+**FlowJAX** (a benchmark-only dependency, imported lazily; its columns are skipped with a note
+when it is missing) is timed in the same round-robin where it has the same flow: its
+``planar_flow`` (tanh), ``coupling_flow`` (affine and rational-quadratic spline transformers),
+``masked_autoregressive_flow`` with ``invert=True`` (sampling takes ``d`` passes: MAF) and
+``invert=False`` (IAF), each of length ``LENGTH`` with ``HIDDEN`` tanh conditioners, on the same
+banana log-density, its gradient that of ``flowjax.train.ElboLoss(num_samples=PARTICLES)``
+(``eqx.filter_grad``) at its initial parameters. The standard row carries ``flowjax_s``
+(FlowJAX's cost per gradient) and ``ratio_flowjax`` (vijax / FlowJAX); the two path rows carry
+the same against ``stick_the_landing=True``, FlowJAX's path gradient (an inverse pass). FlowJAX
+has no radial flow, and its tanh planar layer no inverse, hence no stick-the-landing.
 
 (b) **vijax auto-families against NumPyro's autoguides** on the banana and Neal's funnel and on
 Bayesian logistic regression (breast cancer, 31 weights): ``vj.auto_flow(kind="iaf")`` vs
@@ -43,8 +55,9 @@ HIDDEN = (32, 32)
 PARTICLES = 8
 FIT_STEPS = 500
 TIMED_STEPS = 200
-REPEATS = 5
+REPEATS = 9
 STEPS = 500
+COMPARISON_REPEATS = 3
 LEARNING_RATE = 1e-2
 ELBO_PARTICLES = 1000
 
@@ -57,9 +70,8 @@ def target_model(name: str):
     """The 2-D target ``name`` as a NumPyro model both libraries run.
 
     ``z ~ N(0, 10² I)`` and a factor ``log p̃(z) − log N(z; 0, 10² I)``: the posterior is the
-    target exactly, and the auto-families can read a proper prior (their prototype run draws
-    from it; the flat ``ImproperUniform`` of ``vijax.flows.targets.target_model`` cannot be
-    drawn from).
+    target exactly, and both libraries' prior-based initializations (``init_to_median``) read
+    a proper prior the same way.
     """
     from vijax.flows.targets import target
 
@@ -111,10 +123,73 @@ def _fit_flow(vj, model, flow, key):
     return run(flow.init(key), jax.random.fold_in(key, 1))
 
 
+def _flowjax_flow(kind: str):
+    """``(flow, note)``: FlowJAX's flow nearest to vijax's ``kind`` (``None`` where it has none)
+    and what the rows should say about it."""
+    import flowjax.flows
+    from flowjax.bijections import RationalQuadraticSpline
+    from flowjax.distributions import Normal
+
+    common = {"key": jax.random.key(0), "base_dist": Normal(jnp.zeros(2)), "flow_layers": LENGTH}
+    network = {"nn_width": HIDDEN[0], "nn_depth": len(HIDDEN), "nn_activation": jnp.tanh}
+    if kind == "planar":
+        return flowjax.flows.planar_flow(**common, invert=False), "FlowJAX planar_flow"
+    if kind == "affine_coupling":
+        return flowjax.flows.coupling_flow(**common, **network, invert=False), (
+            "FlowJAX coupling_flow (affine)"
+        )
+    if kind == "spline":
+        spline = RationalQuadraticSpline(knots=8, interval=5.0)
+        flow = flowjax.flows.coupling_flow(**common, **network, transformer=spline, invert=False)
+        return flow, "FlowJAX coupling_flow (rational-quadratic spline)"
+    if kind in ("maf", "iaf"):
+        flow = flowjax.flows.masked_autoregressive_flow(**common, **network, invert=kind == "maf")
+        return flow, f"FlowJAX masked_autoregressive_flow(invert={kind == 'maf'})"
+    return None, f"FlowJAX has no {kind} flow"
+
+
+def _flowjax_runs(kind: str, errors: list[str]) -> tuple[dict, str]:
+    """FlowJAX's gradient scans (standard and stick-the-landing) for ``kind``, and a note."""
+    try:
+        import equinox as eqx
+        import paramax
+        from flowjax.train.losses import ElboLoss
+    except ImportError as error:
+        return {}, f"FlowJAX not installed ({error.name}): its columns are skipped"
+    from vijax.flows.targets import target
+
+    flow, note = _flowjax_flow(kind)
+    if flow is None:
+        return {}, note
+    params, static = eqx.partition(
+        flow, eqx.is_inexact_array, is_leaf=lambda leaf: isinstance(leaf, paramax.NonTrainable)
+    )
+    log_density = target("banana").log_density
+    runs = {}
+    for label, stick_the_landing in (("FlowJAX standard", False), ("FlowJAX STL", True)):
+        if stick_the_landing and kind == "planar":
+            note += "; its tanh planar layer has no inverse, so no stick-the-landing"
+            continue
+        loss = ElboLoss(log_density, PARTICLES, stick_the_landing=stick_the_landing)
+
+        @jax.jit
+        def scan(params, key, loss=loss):
+            def body(carry, k):
+                return carry, _flat(eqx.filter_grad(loss)(params, static, k))
+
+            return jax.lax.scan(body, None, jax.random.split(key, TIMED_STEPS))[1]
+
+        runs[label] = lambda scan=scan: scan(params, jax.random.key(3))
+        if harness.attempt(f"{kind} {label}", runs[label], errors) is None:
+            runs[label] = None
+    return runs, note
+
+
 def estimator_rows(vj) -> list[harness.Row]:
     """Variance and cost per gradient of the three estimators, per flow kind (banana)."""
     rows = []
     model = target_model("banana")
+    printed = set()
     for kind in KINDS:
         errors: list[str] = []
         flow = vj.flows.make_flow(kind, 2, LENGTH, hidden=HIDDEN)
@@ -134,18 +209,23 @@ def estimator_rows(vj) -> list[harness.Row]:
             estimator = vj.gradient_estimator(vj.elbo(model, family, num_particles=PARTICLES))
 
             @jax.jit
-            def scan(key, estimator=estimator, params=params):
+            def scan(params, key, estimator=estimator):
                 def body(carry, k):
                     return carry, _flat(estimator.estimate(params, None, k)[1])
 
                 return jax.lax.scan(body, None, jax.random.split(key, TIMED_STEPS))[1]
 
-            runs[label] = lambda scan=scan: scan(jax.random.key(3))
+            runs[label] = lambda scan=scan, params=params: scan(params, jax.random.key(3))
             if harness.attempt(f"{kind} {label}", runs[label], errors) is None:
                 runs[label] = None
-        times, outputs = harness.time_scans(runs, REPEATS)
+        peer_runs, peer_note = _flowjax_runs(kind, errors)
+        if peer_note.startswith("FlowJAX not installed") and peer_note not in printed:
+            printed.add(peer_note)
+            print(f"flows: {peer_note}")
+        times, outputs = harness.time_scans({**runs, **peer_runs}, REPEATS)
         variances = {}
-        for label, draws in outputs.items():
+        for label in families:
+            draws = outputs.get(label)
             if draws is not None and not bool(jnp.all(jnp.isfinite(draws))):
                 errors.append(f"{kind} {label}: non-finite gradients")
             if draws is not None:
@@ -157,6 +237,10 @@ def estimator_rows(vj) -> list[harness.Row]:
             if label != "standard" and times.get("standard"):
                 extra["ratio_standard"] = harness.paired_ratio(times[label], times["standard"])
                 extra["variance_ratio_standard"] = variances[label] / variances["standard"]
+            peer = times.get("FlowJAX standard" if label == "standard" else "FlowJAX STL")
+            if peer:
+                extra["flowjax_s"] = harness.median(peer) / TIMED_STEPS
+                extra["ratio_flowjax"] = harness.paired_ratio(times[label], peer)
             rows.append(
                 harness.make_row(
                     f"banana {kind} L={LENGTH}: {label}",
@@ -164,7 +248,7 @@ def estimator_rows(vj) -> list[harness.Row]:
                     per=TIMED_STEPS,
                     metric=f"cost per {PARTICLES}-particle gradient; total gradient variance",
                     unit="s/step",
-                    notes="; ".join(errors),
+                    notes="; ".join([*errors, peer_note]),
                     **extra,
                 )
             )
@@ -196,9 +280,10 @@ def _vijax_run(vj, model, family, data):
         return jax.lax.scan(step, carry, None, length=STEPS)[0][0]
 
     params0 = family.init(jax.random.key(0), *data)
-    final = vj.elbo(model, family, num_particles=ELBO_PARTICLES)
+    objective = vj.elbo(model, family, num_particles=ELBO_PARTICLES)
+    final = jax.jit(lambda params, key, *data: objective(params, key, *data).value)
     return (lambda: run(params0, jax.random.key(1))), (
-        lambda params: float(final(params, jax.random.key(9), *data).value)
+        lambda params: float(final(params, jax.random.key(9), *data))
     )
 
 
@@ -211,10 +296,12 @@ def _numpyro_run(model, guide, data):
         return jax.lax.scan(lambda s, _: svi.update(s, *data), state, None, length=STEPS)[0]
 
     loss = Trace_ELBO(num_particles=ELBO_PARTICLES)
+    negative_elbo = jax.jit(
+        lambda params, *data: loss.loss(jax.random.key(9), params, model, guide, *data)
+    )
 
     def final(state):
-        params = svi.get_params(state)
-        return -float(loss.loss(jax.random.key(9), params, model, guide, *data))
+        return -float(negative_elbo(svi.get_params(state), *data))
 
     return (lambda: run(state0)), final
 
@@ -259,7 +346,7 @@ def comparison_rows(vj) -> list[harness.Row]:
                 "vijax": made[0] if made else None,
                 "numpyro": theirs[0] if theirs else None,
             }
-            times, outputs = harness.time_scans(runs, 3)
+            times, outputs = harness.time_scans(runs, COMPARISON_REPEATS)
             elbo_vijax = made[1](outputs["vijax"]) if made else None
             elbo_numpyro = theirs[1](outputs["numpyro"]) if theirs else None
             ratio = (

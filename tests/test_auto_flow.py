@@ -90,6 +90,7 @@ def test_median_and_quantiles_lie_in_the_support_and_are_ordered():
         family.quantiles(params, 1.5)
 
 
+@pytest.mark.slow
 def test_fitted_auto_flow_recovers_the_conjugate_posterior():
     # IAF (2 layers), fast path gradient, 1500 Adam steps (1e-2 decaying to 1e-3). The
     # family contains the exact posterior (an affine flow), and the path gradient vanishes

@@ -268,3 +268,61 @@ def test_model_without_latents_is_refused():
 
     with pytest.raises(ValueError, match="no latent"):
         vj.mean_field_normal(model).init(jax.random.key(0), 1.0)
+
+
+def _improper_model(y):
+    mu = vj.sample("mu", dist.ImproperUniform(constraints.real, (), ()))
+    sigma = vj.sample("sigma", dist.ImproperUniform(constraints.positive, (), ()))
+    with vj.plate("groups", 3):
+        offset = vj.sample("offset", dist.ImproperUniform(constraints.unit_interval, (), ()))
+    with vj.plate("data", y.shape[0]):
+        vj.sample("y", dist.Normal(mu + jnp.sum(offset), sigma), obs=y)
+
+
+def test_improper_uniform_sites_get_prototypes_in_their_support():
+    # ImproperUniform cannot be drawn from: the prototype run sets each latent as NumPyro's
+    # init_to_uniform does, T(u) with u ~ Uniform(-2, 2), inside the support.
+    y = jnp.array([0.5, 1.5, 2.0, 1.0])
+    latents, plates = vj.families._sites.model_sites(
+        _improper_model, jax.random.key(0), (y,), {}, full_plates=False
+    )
+    assert [s.name for s in latents] == ["mu", "sigma", "offset"]
+    assert [s.shape for s in latents] == [(), (), (3,)]
+    assert set(plates) == {"groups", "data"}
+    for site in latents:
+        u = site.transform.inv(site.value)
+        assert bool(jnp.all(site.support(site.value))), site.name
+        assert bool(jnp.all(jnp.abs(u) <= 2.0)), site.name
+
+
+@pytest.mark.parametrize("init_loc", ["median", "sample", "zeros"])
+def test_improper_uniform_sites_initialize_without_a_sampler(init_loc):
+    # "median" and "sample" fall back to init_to_uniform for a site without a sampler (NumPyro's
+    # rule): finite parameters, within Uniform(-2, 2) in the unconstrained space, and a finite ELBO.
+    y = jnp.array([0.5, 1.5, 2.0, 1.0])
+    for family in (
+        vj.mean_field_normal(_improper_model, init_loc=init_loc),
+        vj.full_rank_normal(_improper_model, init_loc=init_loc),
+    ):
+        params = family.init(jax.random.key(0), y)
+        for name, u in params["loc"].items():
+            assert bool(jnp.all(jnp.abs(u) <= 2.0)), (type(family).__name__, name)
+        value = vj.elbo(_improper_model, family)(params, jax.random.key(1), y).value
+        assert bool(jnp.isfinite(value)), type(family).__name__
+
+
+def test_improper_uniform_map_init_finds_the_closed_form_mode():
+    # With flat priors on (mu, log sigma) the unconstrained log joint is
+    # sum log N(y | mu, sigma) + log sigma, whose mode is mu = mean(y) and
+    # sigma^2 = sum (y - mean)^2 / (n - 1); the MAP search starts from init_to_uniform's values.
+    def model(y):
+        mu = vj.sample("mu", dist.ImproperUniform(constraints.real, (), ()))
+        sigma = vj.sample("sigma", dist.ImproperUniform(constraints.positive, (), ()))
+        with vj.plate("data", y.shape[0]):
+            vj.sample("y", dist.Normal(mu, sigma), obs=y)
+
+    y = jnp.array([0.5, 1.5, 2.0, 1.0])
+    params = vj.mean_field_normal(model, init_loc="map").init(jax.random.key(0), y)
+    np.testing.assert_allclose(params["loc"]["mu"], 1.25, atol=1e-4)
+    expected = 0.5 * np.log(np.sum((np.asarray(y) - 1.25) ** 2) / 3)
+    np.testing.assert_allclose(params["loc"]["sigma"], expected, atol=1e-4)

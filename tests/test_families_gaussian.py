@@ -105,6 +105,7 @@ def test_laplace_is_the_exact_posterior_of_a_gaussian_model(model):
     assert np.all(np.abs(np.cov(flat.T) - COVARIANCE) < 5 * se)
 
 
+@pytest.mark.slow
 def test_delta_map_equals_the_closed_form_map():
     # Gaussian posterior: the MAP is the posterior mean (init_loc="map": L-BFGS), and fitting
     # the Delta family by its ELBO (= log p(x, z)) reaches it too (Adam, tolerance 1e-3).

@@ -452,6 +452,7 @@ def test_log_normalizer_of_u1_by_quadrature_is_stable():
     assert abs(fine - 1.8775) < 1e-3
 
 
+@pytest.mark.slow
 def test_planar_flow_fitted_to_u1_reaches_log_z_with_annealing_and_one_mode_without():
     # Planar flow of length 8, fast path gradient, 2000 Adam steps. Annealed (Rezende &
     # Mohamed): the target tempered by β rising from 0.11 to 1 in 10 stages of 120 steps, then
@@ -592,6 +593,7 @@ def flow_run(tmp_path_factory):
     return code, stdout.getvalue(), out
 
 
+@pytest.mark.slow
 def test_flow_command_writes_metrics_and_plots(flow_run):
     code, stdout, out = flow_run
     assert code == 0

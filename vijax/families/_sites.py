@@ -9,8 +9,14 @@ space is a density on the constrained values by the change of variables
 (Kucukelbir et al. 2017, "Automatic Differentiation Variational Inference"). The joint families
 lay the sites out in one vector ``u = (u_1, ..., u_S)`` in the model's order (:func:`ravel`).
 
-Initialization (:func:`initial_loc`) starts from the prior (median or one draw), from zeros, or
-from the mode of the unconstrained log joint
+A *prototype run* reads the sites: the model runs with each continuous latent set as NumPyro's
+``init_to_uniform`` sets it, ``T_s(u_s)`` with ``u_s ~ Uniform(−2, 2)``, a value in the support
+that needs no sampler, so improper priors (``ImproperUniform``) and distributions without one
+are read like any other.
+
+Initialization (:func:`initial_loc`) starts from the prior (NumPyro's ``init_to_median`` of 15
+draws or ``init_to_sample``, both falling back to ``init_to_uniform`` for a site that cannot be
+drawn from), from zeros, or from the mode of the unconstrained log joint
 
     ℓ(u) = log p(x, T(u)) + Σ_s log|det ∂T_s/∂u_s|
 
@@ -34,6 +40,7 @@ import optax
 from jax.scipy.special import ndtri
 from numpyro.distributions import constraints
 from numpyro.distributions.transforms import ReshapeTransform, biject_to
+from numpyro.infer.initialization import init_to_median, init_to_sample, init_to_uniform
 
 from vijax.core import arguments, block, log_density, seed, substitute, trace
 
@@ -52,7 +59,7 @@ class LatentSite:
     support: constraints.Constraint
     event_dim: int
     frames: tuple  # CondIndepStackFrame(name, dim, size) of the site
-    value: jax.Array  # a prototype value (constrained)
+    value: jax.Array  # the prototype value (constrained; see the module docstring)
     fn: npd.Distribution  # the model's distribution at the prototype
     shape: tuple = ()
 
@@ -75,16 +82,12 @@ def model_sites(model, key, args, kwargs, *, full_plates: bool, family: str = "m
     """Latent sites and plates ``{name: (size, subsample_size)}`` of ``model`` (blocked run).
 
     With ``full_plates`` the subsampled plates are substituted with all their indices, so each
-    local latent has one row per element.
+    local latent has one row per element. The latents take prototype values (module docstring).
     """
-    with block():
-        tr = trace(seed(model, key)).get_trace(*args, **kwargs)
+    tr = _strategy_trace(model, init_to_uniform, key, args, kwargs)
     plates = {n: s["args"] for n, s in tr.items() if s["type"] == "plate"}
     if full_plates and any(sub not in (None, size) for size, sub in plates.values()):
-        with block(), _quiet_subsample_warning():
-            tr = trace(seed(substitute(model, data=full_indices(plates)), key)).get_trace(
-                *args, **kwargs
-            )
+        tr = _strategy_trace(model, init_to_uniform, key, args, kwargs, full_indices(plates))
     latents = []
     for name, site in tr.items():
         if site["type"] != "sample" or site["is_observed"]:
@@ -112,6 +115,18 @@ def model_sites(model, key, args, kwargs, *, full_plates: bool, family: str = "m
     if not latents:
         raise ValueError(f"{family}: the model has no latent sample sites")
     return latents, plates
+
+
+def _strategy_trace(model, strategy, key, args, kwargs, plate_indices=None):
+    """A blocked trace of ``model`` whose latents take the values of a NumPyro init strategy.
+
+    ``plate_indices`` (from :func:`full_indices`) substitutes the subsampled plates' indices.
+    """
+    program = substitute(model, data=plate_indices) if plate_indices else model
+    with block(), _quiet_subsample_warning():
+        return trace(substitute(seed(program, key), substitute_fn=strategy)).get_trace(
+            *args, **kwargs
+        )
 
 
 def full_indices(plates) -> dict:
@@ -245,20 +260,18 @@ def check_init(family: str, init_loc, init_scale, map_steps) -> None:
         raise ValueError(f"{family}: map_steps must be a positive int, got {map_steps!r}")
 
 
-def prior_loc(latents, how: str, key) -> dict:
-    """``u`` per site: the median of 15 prior draws, one prior draw, or zeros."""
-    loc = {}
-    for index, site in enumerate(latents):
-        if how == "zeros":
-            u = jnp.zeros(site.shape, jnp.result_type(float))
-        elif how == "sample":
-            u = unconstrain(site, site.value)
-        else:
-            draws = site.fn.sample(jax.random.fold_in(key, index), (15,))
-            # broadcast over the site's sample_shape, which ``fn`` does not carry
-            u = jnp.broadcast_to(jnp.median(site.transform.inv(draws), axis=0), site.shape)
-        loc[site.name] = u
-    return loc
+def prior_loc(model, latents, plates, how: str, key, args, kwargs) -> dict:
+    """``u`` per site: zeros, or from a run of ``model`` under NumPyro's ``init_to_median``
+    (15 draws, the median taken in the unconstrained space) or ``init_to_sample`` (one draw).
+
+    Each site is drawn given the values its parents took in the same run; a site that cannot
+    be drawn from (``ImproperUniform``) gets ``init_to_uniform``'s value.
+    """
+    if how == "zeros":
+        return {s.name: jnp.zeros(s.shape, jnp.result_type(float)) for s in latents}
+    strategy = init_to_median(num_samples=15) if how == "median" else init_to_sample
+    tr = _strategy_trace(model, strategy, key, args, kwargs, full_indices(plates))
+    return {s.name: jnp.broadcast_to(unconstrain(s, tr[s.name]["value"]), s.shape) for s in latents}
 
 
 def maximize(fn, start: dict, latents, num_steps: int):
@@ -305,23 +318,26 @@ def negative_hessian(fn, latents, u: dict) -> jax.Array:
     return -jax.hessian(lambda v: fn(unravel(latents, v)))(flat)
 
 
-def initial_loc(model, key, args, kwargs, *, family, init_loc, map_steps, jacobian, joint):
-    """``(latents, loc, info, log_joint_fn)`` for a Gaussian auto-family's ``init``."""
+def initial_loc(family, name: str, key, args, kwargs, *, jacobian: bool, joint: bool):
+    """``(latents, loc, info, log_joint_fn)`` for an auto-family's ``init``.
+
+    ``family`` carries ``model``, ``init_loc`` and ``map_steps``; ``name`` is its name in
+    errors. A ``joint`` family refuses subsampled plates; a factorized one reads the full plates.
+    ``log_joint_fn`` includes the log-Jacobian when ``jacobian``.
+    """
     proto_key, loc_key = jax.random.split(key)
+    model = family.model
+    latents, plates = model_sites(
+        model, proto_key, args, kwargs, full_plates=not joint, family=name
+    )
     if joint:
-        latents, plates = model_sites(
-            model, proto_key, args, kwargs, full_plates=False, family=family
-        )
-        refuse_subsampled(latents, plates, family)
-    else:
-        latents, plates = model_sites(
-            model, proto_key, args, kwargs, full_plates=True, family=family
-        )
+        refuse_subsampled(latents, plates, name)
     fn = log_joint(model, latents, plates, args, kwargs, jacobian=jacobian)
-    if init_loc == "map":
-        loc, info = maximize(fn, prior_loc(latents, "median", loc_key), latents, map_steps)
-    else:
-        loc, info = prior_loc(latents, init_loc, loc_key), {}
+    start = "median" if family.init_loc == "map" else family.init_loc
+    loc = prior_loc(model, latents, plates, start, loc_key, args, kwargs)
+    info = {}
+    if family.init_loc == "map":
+        loc, info = maximize(fn, loc, latents, family.map_steps)
     return latents, loc, info, fn
 
 

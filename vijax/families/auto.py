@@ -106,15 +106,7 @@ class MeanFieldNormal:
 
     def _init(self, key, args, kwargs):
         latents, loc, info, log_joint = _sites.initial_loc(
-            self.model,
-            key,
-            args,
-            kwargs,
-            family="mean_field_normal",
-            init_loc=self.init_loc,
-            map_steps=self.map_steps,
-            jacobian=True,
-            joint=False,
+            self, "mean_field_normal", key, args, kwargs, jacobian=True, joint=False
         )
         if self.init_scale == "laplace":
             precision = _sites.negative_hessian(log_joint, latents, loc)
@@ -217,15 +209,7 @@ class Delta:
 
     def _init(self, key, args, kwargs):
         _, loc, info, _ = _sites.initial_loc(
-            self.model,
-            key,
-            args,
-            kwargs,
-            family="delta",
-            init_loc=self.init_loc,
-            map_steps=self.map_steps,
-            jacobian=False,
-            joint=False,
+            self, "delta", key, args, kwargs, jacobian=False, joint=False
         )
         return {"loc": loc}, info
 

@@ -116,15 +116,7 @@ class AutoFlow:
     def _init(self, key, args, kwargs):
         init_key, flow_key = jax.random.split(key)
         latents, loc, info, _ = _sites.initial_loc(
-            self.model,
-            init_key,
-            args,
-            kwargs,
-            family=_NAME,
-            init_loc=self.init_loc,
-            map_steps=self.map_steps,
-            jacobian=True,
-            joint=True,
+            self, _NAME, init_key, args, kwargs, jacobian=True, joint=True
         )
         size = sum(s.size for s in latents)
         dtype = jnp.result_type(float)

@@ -97,15 +97,7 @@ def _check_dimension(family: str, name: str, array, size: int, latents) -> None:
 
 def _init_joint(family, name, key, args, kwargs):
     latents, loc, info, log_joint = _sites.initial_loc(
-        family.model,
-        key,
-        args,
-        kwargs,
-        family=name,
-        init_loc=family.init_loc,
-        map_steps=family.map_steps,
-        jacobian=True,
-        joint=True,
+        family, name, key, args, kwargs, jacobian=True, joint=True
     )
     precision = None
     if family.init_scale == "laplace":

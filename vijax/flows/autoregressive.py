@@ -24,9 +24,10 @@ MADE reads the input,
     y = x e^{s(x)} + t(x),   log|det ∂y/∂x| = Σ_i s_i(x),
 
 so sampling is one pass and the inverse takes ``d``. ``J = ∂y/∂x`` is lower triangular; the fast
-path step forms it with ``jax.jacfwd`` (``d`` forward-mode passes, vectorized) and solves
+path step forms it, and ``∇ Σ s`` with it, in one ``jax.jacfwd`` sweep of the forward pass (``d``
+tangents, vectorized; the draw ``y`` is that sweep's primal, so MADE runs once) and solves
 ``Jᵀ g' = g − ∇ Σ s`` by back substitution (``jax.scipy.linalg.solve_triangular``). That is the
-one layer here whose step costs ``O(d)`` conditioner passes, the same as its inverse; it still
+one layer here whose step costs ``O(d)`` conditioner tangents, the same as its inverse; it still
 needs no inverse pass.
 
 Example:
@@ -45,13 +46,7 @@ from dataclasses import dataclass
 import jax
 import jax.numpy as jnp
 
-from vijax.flows.bijector import (
-    check_context,
-    check_hidden,
-    check_non_negative_int,
-    check_positive_int,
-    soft_clamp,
-)
+from vijax.flows.bijector import check_context, check_hidden, check_sizes, soft_clamp
 from vijax.flows.networks import made_apply, made_init
 
 __all__ = [
@@ -63,9 +58,8 @@ __all__ = [
 
 
 def _check(layer, what: str) -> None:
-    check_positive_int(layer.dim, what, "dim")
+    check_sizes(layer, what)
     object.__setattr__(layer, "hidden", check_hidden(layer.hidden, what))
-    check_non_negative_int(layer.context_dim, what, "context_dim")
 
 
 def _shift_and_log_scale(layer, params, z, context):
@@ -162,10 +156,14 @@ class InverseAutoregressive:
 
     def forward_with_score(self, params, x, score, context=None):
         """The fast path gradient's step: ``J^{-T}(g − ∇ Σ s)`` by a triangular solve."""
-        y, log_det = self._forward(params, x, context)
-        fixed = jax.lax.stop_gradient(x)
-        jacobian = jax.jacfwd(lambda x: self._forward(params, x, context)[0])(fixed)
-        grad_log_det = jax.grad(lambda x: self._forward(params, x, context)[1])(fixed)
+
+        # one MADE pass whose forward-mode sweep gives J and ∇ Σ s together (the primal
+        # outputs ride along as aux, so the pass is not repeated for y)
+        def forward(x):
+            out = self._forward(params, x, context)
+            return out, out
+
+        (jacobian, grad_log_det), (y, log_det) = jax.jacfwd(forward, has_aux=True)(x)
         new_score = jax.scipy.linalg.solve_triangular(
             jacobian, score - grad_log_det, trans=1, lower=True
         )

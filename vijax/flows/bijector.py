@@ -127,6 +127,32 @@ def check_context(what: str, context_dim: int, context) -> None:
         )
 
 
+def check_sizes(layer, what: str) -> None:
+    """Refuse a layer's ``dim`` that is not a positive int or ``context_dim`` that is negative."""
+    check_positive_int(layer.dim, what, "dim")
+    check_non_negative_int(layer.context_dim, what, "context_dim")
+
+
+def context_weights(params: dict, context_dim: int) -> dict:
+    """Zero weights ``W_θ`` of shape ``(context_dim, *θ.shape)`` for each parameter ``θ``."""
+    return {name: jnp.zeros((context_dim, *jnp.shape(value))) for name, value in params.items()}
+
+
+def with_context(what: str, params: dict, context_dim: int, context) -> dict:
+    """A conditional layer's parameters at context ``c``: ``θ(c) = θ + c W_θ`` for each ``θ``.
+
+    ``params["context"]`` holds the ``W_θ`` (:func:`context_weights`); the context is checked
+    (:func:`check_context`). An unconditional layer's parameters come back as they are.
+    """
+    check_context(what, context_dim, context)
+    if not context_dim:
+        return params
+    weights = params["context"]
+    return {
+        name: value + context @ weights[name] for name, value in params.items() if name != "context"
+    }
+
+
 #: log-scales of affine layers are soft-clamped, ``s = S tanh(s̃ / S)``, so that one step of a
 #: fit cannot blow a scale up to overflow (``e^{±S}`` per layer is still a wide range)
 LOG_SCALE_BOUND = 5.0

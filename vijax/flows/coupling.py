@@ -19,8 +19,9 @@ lower triangular, ``J = [[I, 0], [∂y_f/∂x_m, D]]`` with ``D = diag B'(x_f)``
     g'_f = (g_f − ∂_f log|det J|) / D,
     g'_m = g_m − ∂_{x_m} [log|det J| + y_f · g'_f]        (one VJP through the conditioner),
 
-where ``∂_f log|det J| = d log B'(x_f)/dx_f`` (elementwise, one forward-mode pass of ``B``). No
-inverse and no Jacobian are formed: the cost is one conditioner VJP per layer.
+where ``∂_f log|det J| = d log B'(x_f)/dx_f``. One evaluation of ``B`` gives the draw, ``D`` and
+that derivative (a forward-mode sweep in ``x``) and the pull-back to ``θ`` (a VJP of the same
+evaluation). No inverse and no Jacobian are formed: the cost is one conditioner VJP per layer.
 
 Example:
     >>> import jax, jax.numpy as jnp
@@ -43,8 +44,8 @@ import numpy as np
 from vijax.flows.bijector import (
     check_context,
     check_hidden,
-    check_non_negative_int,
     check_positive_int,
+    check_sizes,
     soft_clamp,
 )
 from vijax.flows.networks import mlp_apply, mlp_init
@@ -126,10 +127,9 @@ class Coupling:
 
     def __post_init__(self):
         what = self._what()
-        check_positive_int(self.dim, what, "dim")
+        check_sizes(self, what)
         object.__setattr__(self, "mask", _check_mask(self.mask, self.dim, what))
         object.__setattr__(self, "hidden", check_hidden(self.hidden, what))
-        check_non_negative_int(self.context_dim, what, "context_dim")
 
     def _what(self) -> str:
         return (
@@ -179,15 +179,17 @@ class Coupling:
             self._conditioner(params, context), jnp.where(keep, x, 0.0)
         )
 
-        def elementwise(theta, x):
-            return self.transformer.bijector(theta).forward_and_log_det(x)
+        def elementwise(theta):
+            # values (y, log B'(x)) and, by a forward-mode sweep in x, the diagonal
+            # D = B'(x) and d log B'(x)/dx, from one evaluation of B
+            return jax.jvp(
+                lambda x: self.transformer.bijector(theta).forward_and_log_det(x),
+                (x,),
+                (jnp.ones_like(x),),
+            )
 
-        # forward values, the diagonal D = B'(x) and d log B'(x)/dx, elementwise
-        (y_all, log_d), (slope, d_log_d) = jax.jvp(
-            lambda x: elementwise(theta, x), (x,), (jnp.ones_like(x),)
-        )
+        (y_all, log_d), theta_vjp, (slope, d_log_d) = jax.vjp(elementwise, theta, has_aux=True)
         new_free = (score - d_log_d) / slope
-        _, theta_vjp = jax.vjp(lambda theta: elementwise(theta, x), theta)
         (theta_cotangent,) = theta_vjp(
             (jnp.where(free, new_free, 0.0), jnp.where(free, 1.0, 0.0).astype(log_d.dtype))
         )

@@ -38,12 +38,7 @@ from dataclasses import dataclass
 import jax
 import jax.numpy as jnp
 
-from vijax.flows.bijector import (
-    check_context,
-    check_non_negative_int,
-    check_positive_int,
-    solve_increasing,
-)
+from vijax.flows.bijector import check_sizes, context_weights, solve_increasing, with_context
 
 __all__ = ["Planar", "planar"]
 
@@ -57,8 +52,7 @@ class Planar:
     init_scale: float = 0.1
 
     def __post_init__(self):
-        check_positive_int(self.dim, "planar", "dim")
-        check_non_negative_int(self.context_dim, "planar", "context_dim")
+        check_sizes(self, "planar")
         if not self.init_scale > 0:
             raise ValueError(f"planar: init_scale must be positive, got {self.init_scale!r}")
 
@@ -71,22 +65,13 @@ class Planar:
             "b": jnp.zeros(()),
         }
         if self.context_dim:
-            c, d = self.context_dim, self.dim
-            params["context"] = {
-                "u": jnp.zeros((c, d)),
-                "w": jnp.zeros((c, d)),
-                "b": jnp.zeros((c,)),
-            }
+            params["context"] = context_weights(params, self.context_dim)
         return params
 
     def coefficients(self, params, context=None):
         """``(û, w, b)``: the constrained coefficients (``wᵀû > −1``)."""
-        check_context("planar", self.context_dim, context)
+        params = with_context("planar", params, self.context_dim, context)
         u, w, b = params["u"], params["w"], params["b"]
-        if self.context_dim:
-            u = u + context @ params["context"]["u"]
-            w = w + context @ params["context"]["w"]
-            b = b + context @ params["context"]["b"]
         wu = w @ u
         ww = w @ w
         ww = jnp.where(ww > 0, ww, 1.0)

@@ -33,12 +33,7 @@ from dataclasses import dataclass
 import jax
 import jax.numpy as jnp
 
-from vijax.flows.bijector import (
-    check_context,
-    check_non_negative_int,
-    check_positive_int,
-    safe_norm,
-)
+from vijax.flows.bijector import check_sizes, context_weights, safe_norm, with_context
 
 __all__ = ["Radial", "radial"]
 
@@ -51,8 +46,7 @@ class Radial:
     context_dim: int = 0
 
     def __post_init__(self):
-        check_positive_int(self.dim, "radial", "dim")
-        check_non_negative_int(self.context_dim, "radial", "context_dim")
+        check_sizes(self, "radial")
 
     def init(self, key) -> dict:
         """``x₀ ~ N(0, I)``, ``α = softplus(0)``, ``β`` near 0; context weights start at zero."""
@@ -65,22 +59,13 @@ class Radial:
             + 0.1 * jax.random.normal(key_beta, ()),
         }
         if self.context_dim:
-            c = self.context_dim
-            params["context"] = {
-                "center": jnp.zeros((c, self.dim)),
-                "alpha": jnp.zeros((c,)),
-                "beta": jnp.zeros((c,)),
-            }
+            params["context"] = context_weights(params, self.context_dim)
         return params
 
     def coefficients(self, params, context=None):
         """``(x₀, α, β)`` with ``α > 0``, ``β ≥ −α``."""
-        check_context("radial", self.context_dim, context)
+        params = with_context("radial", params, self.context_dim, context)
         center, alpha, beta = params["center"], params["alpha"], params["beta"]
-        if self.context_dim:
-            center = center + context @ params["context"]["center"]
-            alpha = alpha + context @ params["context"]["alpha"]
-            beta = beta + context @ params["context"]["beta"]
         alpha = jax.nn.softplus(alpha)
         return center, alpha, -alpha + jax.nn.softplus(beta)
 
