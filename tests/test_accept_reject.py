@@ -476,6 +476,7 @@ def test_jit_and_vmap_agree():
     assert np.all(np.isfinite(jitted)) and len(np.unique(jitted[:, 0])) == 3
 
 
+@pytest.mark.slow
 def test_fit_recovers_the_gamma_poisson_posterior():
     family = vj.with_estimators(
         gamma_family, {"rate": vj.accept_reject(boost=1, baseline=vj.leave_one_out())}

@@ -48,6 +48,7 @@ class FullEncoder(nnx.Module):
         return out[:, :2], out[:, 2:4], out[:, 4:].reshape(-1, 2, 2)
 
 
+@pytest.mark.slow
 def test_nnx_full_rank_encoder_recovers_each_datums_exact_posterior():
     # STL (path) gradients vanish when q(z | x_i) is the exact posterior for every i, which a
     # linear encoder can represent: the fit converges to it, not to a noise floor. Measured:
@@ -181,6 +182,7 @@ def minibatch_vae(x):
         vj.sample("x", dist.Normal(z @ W.T + B, SIGMA).to_event(1), obs=x)
 
 
+@pytest.mark.slow
 def test_fit_with_minibatches_trains_the_encoder():
     # vj.fit feeds minibatches of 8 rows; the family (size=N) sees them as given
     family = vj.amortized_normal(

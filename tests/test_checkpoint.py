@@ -226,6 +226,7 @@ _run({directory!r}, 100_000)
 """
 
 
+@pytest.mark.slow
 def test_a_process_killed_by_sigkill_resumes_bit_identically(tmp_path):
     directory = tmp_path / "run"
     script = KILLED_SCRIPT.format(root=str(ROOT), directory=str(directory))

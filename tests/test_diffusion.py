@@ -175,6 +175,7 @@ def test_elbo_with_the_exact_categorical_denoiser_equals_the_independent_log_lik
 REACHED_BITS_PER_DIM = 2.26
 
 
+@pytest.mark.slow
 def test_training_on_digits_beats_the_independent_pixel_baseline():
     run = train(
         "digits",

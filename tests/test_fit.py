@@ -28,6 +28,7 @@ PRECISE_OBJECTIVE = vj.elbo(model, FAMILY, num_particles=128)
 PRECISE_OPTIMIZER = optax.adam(optax.cosine_decay_schedule(0.05, 3000, alpha=1e-3))
 
 
+@pytest.mark.slow
 def test_conjugate_normal_normal_posterior_is_recovered():
     params = FAMILY.init(jax.random.key(0), X)
     result = vj.fit(
@@ -183,6 +184,7 @@ def test_minibatches_visit_every_datum_once_per_epoch():
     assert not np.array_equal(result.history[:4], result.history[4:8])
 
 
+@pytest.mark.slow
 def test_minibatch_fit_recovers_the_posterior():
     n, batch = 200, 20
     x = jnp.asarray(np.random.default_rng(1).normal(-0.7, 1.0, size=n), dtype=jnp.float32)

@@ -228,6 +228,7 @@ def test_subsampled_elbo_is_unbiased_for_the_full_data_elbo():
 # ----------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_fit_recovers_normal_normal_posterior():
     # The posterior is N(m, v) with 1/v = 1/2² + N/1², m = v Σx; the mean-field Normal family
     # is exact, so the fitted loc and scale are m and sqrt(v). Tolerance 0.02 (≈ 6% of the
@@ -252,6 +253,7 @@ def test_fit_recovers_normal_normal_posterior():
     assert result.history[-100:].mean() > result.history[:10].mean()
 
 
+@pytest.mark.slow
 def test_fit_recovers_gamma_poisson_posterior_mean():
     # The posterior is Gamma(α, β), α = 2 + Σx, β = 1 + N. With u = log λ, p(u | x) ∝
     # exp(α u − β eᵘ); the Gaussian q(u) = N(m, s²) maximizing the ELBO solves

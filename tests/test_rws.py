@@ -53,6 +53,7 @@ def test_rws_gives_wake_theta_and_wake_phi():
     assert_unbiased(mean, se, exact_wake_gradients(theta, phi, X), label="rws")
 
 
+@pytest.mark.slow
 def test_wake_phi_moves_q_toward_the_posterior():
     # With many particles wake-φ estimates ∇_φ E_{p(z|x)}[log q_φ(z)]: zero at q = p(z | x).
     theta = jnp.array(-0.3)

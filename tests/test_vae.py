@@ -175,6 +175,7 @@ def trained():
     return model, result.params, test
 
 
+@pytest.mark.slow
 def test_iwae_bounds_rise_with_k_above_the_elbo_on_a_trained_model(trained):
     model, params, x = trained
     evaluated = model.for_evaluation()
@@ -207,6 +208,7 @@ def test_iwae_bounds_rise_with_k_above_the_elbo_on_a_trained_model(trained):
     assert bounds["log_likelihood"].mean() > mean[20]
 
 
+@pytest.mark.slow
 def test_test_log_likelihood_is_stable_between_1000_and_5000_particles(trained):
     model, params, x = trained
     many = vae.evaluate_bounds(

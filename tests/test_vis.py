@@ -154,6 +154,7 @@ def log_one_plus_forward_chi2(params):
     return float(jax.nn.logsumexp(2 * log_post - log_q_z) + jnp.log(dz))
 
 
+@pytest.mark.slow
 def test_fitted_family_covers_the_modes_and_has_lower_forward_chi2():
     start = {"loc": jnp.array(0.3), "log_scale": jnp.array(0.0)}
     optimizer = optax.adam(0.05)
