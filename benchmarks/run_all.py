@@ -1,7 +1,8 @@
 """Run every benchmark in this process, write ``benchmarks/results/`` and print the tables.
 
 Run with ``python -m benchmarks`` or ``python -m benchmarks.run_all``; pass benchmark names
-(``logreg``, ``iwae``, ``discrete_latent``, ``scaling``, ``flows``) to run only those.
+(``logreg``, ``iwae``, ``discrete_latent``, ``scaling``, ``vae``, ``gp``, ``diffusion``,
+``flows``) to run only those.
 """
 
 from __future__ import annotations
@@ -9,14 +10,18 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-from benchmarks import discrete_latent, harness, iwae, logreg, scaling
+from benchmarks import diffusion, discrete_latent, harness, iwae, logreg, scaling, vae
 from benchmarks import flows as normalizing_flows
+from benchmarks import gp as gaussian_process
 
 BENCHMARKS: dict[str, Callable[[], list[harness.Row]]] = {
     logreg.NAME: logreg.run,
     iwae.NAME: iwae.run,
     discrete_latent.NAME: discrete_latent.run,
     scaling.NAME: scaling.run,
+    vae.NAME: vae.run,
+    gaussian_process.NAME: gaussian_process.run,
+    diffusion.NAME: diffusion.run,
     normalizing_flows.NAME: normalizing_flows.run,
 }
 

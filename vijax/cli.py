@@ -83,6 +83,24 @@ def _output_folder(text: str) -> Path:
 # ----------------------------------------------------------------------------------------------
 
 
+def _add_run_options(parser, out: str, handler, *, seed: bool = True) -> None:
+    """The options every ``vijax run`` experiment ends with, and its handler."""
+    if seed:
+        parser.add_argument(
+            "--seed", type=_seed, default=0, help="random seed (default: %(default)s)"
+        )
+    parser.add_argument(
+        "--no-progress", dest="progress", action="store_false", help="hide the progress bar"
+    )
+    parser.add_argument(
+        "--out",
+        type=_output_folder,
+        default=out,
+        help="output folder, created if needed (default: %(default)s)",
+    )
+    parser.set_defaults(handler=handler)
+
+
 def _add_logreg(experiments: argparse._SubParsersAction) -> None:
     parser = experiments.add_parser(
         "logreg",
@@ -106,17 +124,7 @@ def _add_logreg(experiments: argparse._SubParsersAction) -> None:
         default=1,
         help="ELBO particles per step (default: %(default)s)",
     )
-    parser.add_argument("--seed", type=_seed, default=0, help="random seed (default: %(default)s)")
-    parser.add_argument(
-        "--no-progress", dest="progress", action="store_false", help="hide the progress bar"
-    )
-    parser.add_argument(
-        "--out",
-        type=_output_folder,
-        default="runs/logreg",
-        help="output folder, created if needed (default: %(default)s)",
-    )
-    parser.set_defaults(handler=_run_logreg)
+    _add_run_options(parser, "runs/logreg", _run_logreg)
 
 
 def _posterior_table(names, draws) -> str:
@@ -359,17 +367,7 @@ def _add_flow(experiments: argparse._SubParsersAction) -> None:
         default="path",
         help="the family's gradient: fast path gradient or standard (default: %(default)s)",
     )
-    parser.add_argument("--seed", type=_seed, default=0, help="random seed (default: %(default)s)")
-    parser.add_argument(
-        "--no-progress", dest="progress", action="store_false", help="hide the progress bar"
-    )
-    parser.add_argument(
-        "--out",
-        type=_output_folder,
-        default="runs/flow",
-        help="output folder, created if needed (default: %(default)s)",
-    )
-    parser.set_defaults(handler=_run_flow)
+    _add_run_options(parser, "runs/flow", _run_flow)
 
 
 def _run_flow(options: argparse.Namespace) -> int:
@@ -480,6 +478,511 @@ def _run_flow(options: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------------------------
+# vijax run vae
+# ----------------------------------------------------------------------------------------------
+
+
+def _add_vae(experiments: argparse._SubParsersAction) -> None:
+    # the choices of vijax.models.vae.experiment, written out so that `vijax run vae --help`
+    # answers without importing JAX (tests/test_vae_cli.py keeps them in step)
+    objectives = ("elbo", "iwae", "dreg", "vimco")
+    latents = ("gaussian", "bernoulli", "categorical")
+    estimators = (
+        "auto",
+        "reparam",
+        "path",
+        "enum",
+        "mvd",
+        "score",
+        "score-running-mean",
+        "score-learned",
+        "score-loo",
+        "relaxed",
+    )
+    parser = experiments.add_parser(
+        "vae",
+        help="train and evaluate a variational autoencoder on digits or Fashion-MNIST",
+        description=(
+            "Train a VAE (a decoder model and an encoder family, both vijax programs) on "
+            "scikit-learn's 8x8 digits or Fashion-MNIST with Adam, by the ELBO, the per-datum "
+            "IWAE bound (--objective iwae), IWAE with DReG gradients (dreg) or VIMCO (vimco), "
+            "with a Gaussian or a discrete latent whose gradient strategy --estimator chooses; "
+            "checkpoint every --checkpoint-every steps (--resume continues a killed run "
+            "exactly); report the test log-likelihood by importance sampling with "
+            "--test-particles particles, the ELBO and IWAE bounds, KL per latent dimension and "
+            "active units; write metrics.json, reconstructions.png, samples.png and elbo.png "
+            "into --out."
+        ),
+    )
+    parser.add_argument(
+        "--data",
+        choices=("digits", "fashion-mnist"),
+        default="digits",
+        help="dataset (default: %(default)s; fashion-mnist reads the IDX files of the Debian "
+        "package dataset-fashion-mnist)",
+    )
+    parser.add_argument(
+        "--data-dir",
+        default=None,
+        metavar="DIR",
+        help="folder with the Fashion-MNIST IDX files (default: /usr/share/datasets/fashion-mnist)",
+    )
+    parser.add_argument(
+        "--binarization",
+        choices=("dynamic", "static", "none"),
+        default="dynamic",
+        help="binarize training images afresh each step, once, or not at all "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--likelihood",
+        choices=("bernoulli", "continuous-bernoulli"),
+        default="bernoulli",
+        help="pixel likelihood (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--network", choices=("mlp", "conv"), default="mlp", help="network (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--hidden",
+        type=_positive_int,
+        default=200,
+        help="units per hidden layer (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--latent", choices=latents, default="gaussian", help="latent kind (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--latent-dim",
+        type=_positive_int,
+        default=8,
+        help="latent dimensions (variables for discrete latents; default: %(default)s)",
+    )
+    parser.add_argument(
+        "--classes",
+        type=_positive_int,
+        default=4,
+        help="classes of each categorical latent (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--objective", choices=objectives, default="elbo", help="objective (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--particles",
+        type=_positive_int,
+        default=None,
+        help="particles per datum (default: 1 for elbo, 5 otherwise)",
+    )
+    parser.add_argument(
+        "--estimator",
+        choices=estimators,
+        default="auto",
+        help="gradient strategy of the latent (default: reparam for a Gaussian latent, mvd for "
+        "a discrete one, score-running-mean with iwae, score-loo for vimco)",
+    )
+    parser.add_argument(
+        "--temperature",
+        type=_positive_float,
+        default=0.5,
+        help="relaxation temperature for --estimator relaxed (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--beta",
+        type=_positive_float,
+        default=1.0,
+        help="weight of the KL term: a beta-VAE when not 1 (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--conditional", action="store_true", help="condition encoder and decoder on the class"
+    )
+    parser.add_argument(
+        "--steps", type=_positive_int, default=10000, help="optimizer steps (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=128,
+        help="minibatch size (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--lr", type=_positive_float, default=1e-3, help="Adam learning rate (default: %(default)s)"
+    )
+    parser.add_argument("--seed", type=_seed, default=0, help="random seed (default: %(default)s)")
+    parser.add_argument(
+        "--test-particles",
+        type=_positive_int,
+        default=5000,
+        help="importance samples per test image for the log-likelihood (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--test-size",
+        type=_positive_int,
+        default=None,
+        help="evaluate on the first N test images (default: all)",
+    )
+    parser.add_argument(
+        "--checkpoint-every",
+        type=_positive_int,
+        default=1000,
+        help="steps between checkpoints and validation (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the newest checkpoint in --out/checkpoints",
+    )
+    _add_run_options(parser, "runs/vae", _run_vae, seed=False)
+
+
+def _run_vae(options: argparse.Namespace) -> int:
+    from vijax import NonFiniteError
+    from vijax.models.vae.experiment import Config, check_config, run
+
+    settings = {
+        name: getattr(options, name)
+        for name in Config.__dataclass_fields__
+        if hasattr(options, name)
+    }
+    try:
+        config = check_config(Config(**settings))
+    except ValueError as error:
+        print(f"vijax run vae: error: {error}", file=sys.stderr)
+        return 2
+    if options.test_particles % 500 and options.test_particles > 500:
+        print(
+            "vijax run vae: error: argument --test-particles: must be at most 500 or a "
+            f"multiple of 500, got {options.test_particles}",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        metrics = run(config, options.out, resume=options.resume, progress=options.progress)
+    except (FileNotFoundError, NonFiniteError, ValueError) as error:
+        print(f"vijax run vae: error: {error}", file=sys.stderr)
+        return 1
+    test = metrics["test"]
+    ll_name = f"log_likelihood_{config.test_particles}"
+    shape = "x".join(map(str, metrics["image_shape"]))
+    print(
+        f"VAE on {config.data}: {metrics['num_train']} train / {metrics['num_valid']} "
+        f"validation / {metrics['num_test']} test images of {shape}, "
+        f"{config.binarization} binarization, {config.likelihood} likelihood"
+    )
+    latent = f"{config.latent} latent of {config.latent_dim}"
+    if config.latent == "categorical":
+        latent += f" x {config.classes} classes"
+    print(
+        f"{config.network} networks ({config.hidden} units), {latent}, {config.objective} with "
+        f"{config.particles} particle(s), estimator {config.estimator}"
+        + (f", beta {config.beta:g}" if config.beta != 1.0 else "")
+        + (", conditional on the class" if config.conditional else "")
+        + f"; Adam lr={config.lr:g}, batch {config.batch_size}, {config.steps} steps, "
+        f"seed {config.seed}"
+    )
+    if metrics["resumed_from"] is not None:
+        print(f"resumed from the checkpoint at step {metrics['resumed_from']}")
+    print()
+    print(f"test set, nats per image (mean ± standard error over {metrics['num_test']} images):")
+    rows = [(f"log-likelihood (K={config.test_particles})", test[ll_name])]
+    rows += [(f"IWAE bound K={name[5:]}", test[name]) for name in test if name.startswith("iwae_")]
+    if "elbo" in test:
+        rows.append(("ELBO", test["elbo"]))
+    for label, value in rows:
+        print(f"  {label:<28}{value['mean']:>10.3f} ± {value['standard_error']:.3f}")
+    print(
+        f"KL(q || p) per image: {metrics['kl_total']:.3f} nats; active units "
+        f"{metrics['active_units']} of {len(metrics['posterior_mean_variance'])}"
+    )
+    print(
+        f"training objective per image (mean of the last steps): "
+        f"{metrics['train_objective_final']:.3f}"
+    )
+    print(
+        f"wall time {metrics['wall_seconds']:.1f} s (fit {metrics['fit_seconds']:.1f} s, "
+        f"{1000 * metrics['seconds_per_step']:.2f} ms per step; evaluation "
+        f"{metrics['eval_seconds']:.1f} s)"
+    )
+    files = metrics["files"]
+    print(f"pictures: {files['reconstructions']}, {files['samples']} and {files['elbo_curve']}")
+    print(f"wrote {files['metrics']}; checkpoints in {metrics['checkpoint']}")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------
+# vijax run gp
+# ----------------------------------------------------------------------------------------------
+
+
+def _add_gp(experiments: argparse._SubParsersAction) -> None:
+    # the names of vijax.models.gp.datasets.DATASETS, written out so that `vijax run gp --help`
+    # answers without importing JAX (a test keeps them in step)
+    datasets = ("diabetes", "breast-cancer", "sine", "counts")
+    kernels = ("rbf", "matern12", "matern32", "matern52", "rational-quadratic")
+
+    def step_size(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = float("nan")
+        if not 0.0 <= value <= 1.0:
+            raise argparse.ArgumentTypeError(f"must be a number in [0, 1], got {text!r}")
+        return value
+
+    parser = experiments.add_parser(
+        "gp",
+        help="sparse variational GP regression / classification on a small data set",
+        description=(
+            "Fit a sparse variational Gaussian process (whitened SVGP, ARD kernel, inducing "
+            "inputs learned) to a data set that needs no download (80% train / 20% test) by "
+            "maximizing the ELBO, its per-datum expectations by Gauss-Hermite quadrature or "
+            "Monte Carlo, with Adam, or natural gradients for q(u) and Adam for the rest; print "
+            "the ELBO (and Titsias's collapsed bound for Gaussian noise), the hyperparameters "
+            "and the test NLPD and RMSE or error rate; write metrics.json, elbo.png and, for "
+            "1-D data, fit.png (predictive bands) into --out."
+        ),
+    )
+    parser.add_argument(
+        "--data", choices=datasets, default="diabetes", help="data set (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--kernel", choices=kernels, default="rbf", help="ARD kernel (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--inducing",
+        type=_positive_int,
+        default=32,
+        help="number of inducing points (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--steps", type=_positive_int, default=2000, help="optimizer steps (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--lr", type=_positive_float, default=0.01, help="Adam learning rate (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=None,
+        help="minibatch size of the data plate (default: all training rows)",
+    )
+    parser.add_argument(
+        "--expectation",
+        choices=("quadrature", "monte-carlo"),
+        default="quadrature",
+        help=(
+            "per-datum expected log-likelihood: Gauss-Hermite (2 nodes for Gaussian noise, "
+            "20 otherwise), or one local reparameterized draw (default: %(default)s)"
+        ),
+    )
+    parser.add_argument(
+        "--natural-gradients",
+        type=step_size,
+        default=0.0,
+        metavar="STEP",
+        help=(
+            "natural-gradient step size for q(u), Adam training only the hyperparameters and "
+            "inducing inputs (1 is exact for Gaussian noise, ~0.1 for classification; "
+            "0: Adam for everything; default: %(default)s)"
+        ),
+    )
+    _add_run_options(parser, "runs/gp", _run_gp)
+
+
+def _run_gp(options: argparse.Namespace) -> int:
+    import dataclasses
+
+    import jax
+    import optax
+
+    import vijax as vj
+    from vijax.models import gp
+    from vijax.models.gp.datasets import load
+
+    start = time.perf_counter()
+    kernels = {
+        "rbf": gp.RBF,
+        "matern12": gp.Matern12,
+        "matern32": gp.Matern32,
+        "matern52": gp.Matern52,
+        "rational-quadratic": gp.RationalQuadratic,
+    }
+    likelihoods = {"gaussian": gp.Gaussian, "bernoulli": gp.Bernoulli, "poisson": gp.Poisson}
+
+    # GP algebra (Cholesky factors of kernel matrices) wants float64; the context restores the
+    # setting afterwards, so a caller in the same process keeps its own.
+    with jax.enable_x64(True):
+        split_key, init_key, fit_key = jax.random.split(jax.random.key(options.seed), 3)
+        data = load(options.data, split_key, _TEST_FRACTION)
+        num_train, num_features = data.x_train.shape
+        batch_size = options.batch_size if options.batch_size else None
+        if batch_size is not None and batch_size > num_train:
+            print(
+                f"vijax run gp: error: --batch-size {batch_size} is more than the {num_train} "
+                "training rows",
+                file=sys.stderr,
+            )
+            return 2
+        if options.inducing > num_train:
+            print(
+                f"vijax run gp: error: --inducing {options.inducing} is more than the "
+                f"{num_train} training rows",
+                file=sys.stderr,
+            )
+            return 2
+        # Gauss-Hermite with 2 nodes is exact for Gaussian noise (a quadratic in f), 20 otherwise
+        rule = gp.gauss_hermite(2 if data.likelihood == "gaussian" else 20)
+        expectation = rule if options.expectation == "quadrature" else gp.local_reparameterized()
+        model = gp.svgp(
+            kernels[options.kernel](ard=num_features > 1),
+            likelihoods[data.likelihood](),
+            options.inducing,
+            expectation=expectation,
+            batch_size=batch_size,
+        )
+        train = (data.x_train, data.y_train)
+        params = model.init(init_key, *train)
+        if options.natural_gradients > 0:
+            optimizer = gp.natural_gradients(options.natural_gradients, optax.adam(options.lr))
+        else:
+            optimizer = optax.adam(options.lr)
+        fit_start = time.perf_counter()
+        try:
+            result = vj.fit(
+                model.elbo(),
+                params,
+                optimizer,
+                fit_key,
+                *train,
+                num_steps=options.steps,
+                progress=options.progress,
+            )
+        except vj.NonFiniteError as error:
+            print(f"vijax run gp: error: {error}", file=sys.stderr)
+            return 1
+        fit_seconds = time.perf_counter() - fit_start
+        # the ELBO on every training row, by quadrature (the history holds minibatch or Monte
+        # Carlo estimates when those were chosen)
+        full = dataclasses.replace(model, batch_size=None, expectation=rule)
+        elbo_full = float(jax.jit(full.elbo())(result.params, fit_key, *train).value)
+        test = {
+            k: float(v) for k, v in model.evaluate(result.params, data.x_test, data.y_test).items()
+        }
+        train_metrics = {k: float(v) for k, v in model.evaluate(result.params, *train).items()}
+        collapsed = None
+        if data.likelihood == "gaussian":
+            collapsed = float(model.collapsed_elbo(result.params, *train))
+        hyper = model.hyperparameters(result.params)
+        kernel_values = {
+            name: np.asarray(value).tolist() for name, value in hyper["kernel"].items()
+        }
+        likelihood_values = {name: float(value) for name, value in hyper["likelihood"].items()}
+        history = np.asarray(result.history)
+        figure_path = None
+        options.out.mkdir(parents=True, exist_ok=True)
+        if num_features == 1:
+            from matplotlib.backends.backend_agg import FigureCanvasAgg
+            from matplotlib.figure import Figure
+
+            figure = Figure(figsize=(7, 4), layout="constrained")
+            FigureCanvasAgg(figure)
+            gp.plot_1d(
+                figure.add_subplot(),
+                model,
+                result.params,
+                *train,
+                title=f"SVGP on {options.data} ({options.inducing} inducing points)",
+            )
+            figure_path = options.out / "fit.png"
+            figure.savefig(figure_path, dpi=120)
+
+    final_window, start_window = min(_FINAL_WINDOW, len(history)), min(_START_WINDOW, len(history))
+    plot_path = options.out / "elbo.png"
+    _plot_history(history, plot_path, f"SVGP on {options.data}")
+    metrics = {
+        "experiment": "gp",
+        "config": {
+            "data": options.data,
+            "kernel": options.kernel,
+            "inducing": options.inducing,
+            "steps": options.steps,
+            "lr": options.lr,
+            "batch_size": batch_size,
+            "expectation": options.expectation,
+            "natural_gradients": options.natural_gradients,
+            "seed": options.seed,
+            "test_fraction": _TEST_FRACTION,
+        },
+        "likelihood": data.likelihood,
+        "num_train": num_train,
+        "num_test": int(data.x_test.shape[0]),
+        "num_features": num_features,
+        "elbo_final": float(history[-final_window:].mean()),
+        "elbo_start": float(history[:start_window].mean()),
+        "elbo_full_data": elbo_full,
+        "collapsed_bound": collapsed,
+        "test": test,
+        "train": train_metrics,
+        "hyperparameters": {"kernel": kernel_values, "likelihood": likelihood_values},
+        "fit_seconds": fit_seconds,
+        "wall_seconds": time.perf_counter() - start,
+    }
+    if data.likelihood == "gaussian" and data.y_scale != 1.0:
+        metrics["test"]["rmse_original_units"] = test["rmse"] * data.y_scale
+
+    print(
+        f"sparse variational GP, {options.data}: {num_train} train / {metrics['num_test']} test "
+        f"rows, {num_features} input dimension(s), {data.likelihood} likelihood"
+    )
+    optimizer_text = (
+        f"natural gradients (step {options.natural_gradients:g}) for q(u) + Adam lr={options.lr:g}"
+        if options.natural_gradients > 0
+        else f"Adam lr={options.lr:g}"
+    )
+    print(
+        f"{options.kernel} ARD kernel, {options.inducing} inducing points (whitened), "
+        f"{options.expectation} expectations, {optimizer_text}, "
+        f"{'full batch' if batch_size is None else f'minibatches of {batch_size}'}, "
+        f"{options.steps} steps, seed {options.seed}"
+    )
+    print(
+        f"final ELBO (mean of the last {final_window} steps): {metrics['elbo_final']:.2f}"
+        f"   (first {start_window} steps: {metrics['elbo_start']:.2f})"
+    )
+    print(f"ELBO on all training rows (quadrature):   {elbo_full:.3f}")
+    if collapsed is not None:
+        print(
+            f"collapsed bound (Titsias) at these hyperparameters: {collapsed:.3f} "
+            f"(gap {collapsed - elbo_full:.3f} nats)"
+        )
+    print()
+    print("hyperparameters:")
+    for part, values in (("kernel", kernel_values), ("likelihood", likelihood_values)):
+        for name, value in values.items():
+            shown = np.round(np.asarray(value), 4).tolist()
+            print(f"  {part + '.' + name:<24} {shown}")
+    print()
+    print(f"test NLPD:                     {test['nlpd']:.4f} nats per point")
+    if "rmse" in test:
+        extra = (
+            f" (standardized; {test['rmse_original_units']:.2f} in original units)"
+            if "rmse_original_units" in test
+            else ""
+        )
+        print(f"test RMSE:                     {test['rmse']:.4f}{extra}")
+    else:
+        print(f"test error rate:               {test['error_rate']:.4f}")
+    print(
+        f"wall time:                     {metrics['wall_seconds']:.1f} s "
+        f"(fit {metrics['fit_seconds']:.1f} s, compilation included)"
+    )
+    metrics_path = options.out / "metrics.json"
+    metrics_path.write_text(json.dumps(metrics, indent=2, allow_nan=False) + "\n")
+    written = f"{metrics_path}, {plot_path}" + (f" and {figure_path}" if figure_path else "")
+    print(f"wrote {written}")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------
 # vijax run diffusion
 # ----------------------------------------------------------------------------------------------
 
@@ -496,7 +999,11 @@ def _add_diffusion(experiments: argparse._SubParsersAction) -> None:
         ),
     )
     parser.add_argument(
-        "--data", choices=("gmm", "digits"), default="digits", help="data (default: %(default)s)"
+        "--data",
+        choices=("gmm", "moons", "digits"),
+        default="digits",
+        help="data: an 8-component 2-D Gaussian mixture, scikit-learn's two moons, or "
+        "scikit-learn's 8×8 digits on 17 levels (default: %(default)s)",
     )
     parser.add_argument(
         "--steps", type=_positive_int, default=2000, help="optimizer steps (default: %(default)s)"
@@ -516,17 +1023,7 @@ def _add_diffusion(experiments: argparse._SubParsersAction) -> None:
         default=200,
         help="steps of ancestral sampling for samples.png (default: %(default)s)",
     )
-    parser.add_argument("--seed", type=_seed, default=0, help="random seed (default: %(default)s)")
-    parser.add_argument(
-        "--no-progress", dest="progress", action="store_false", help="hide the progress bar"
-    )
-    parser.add_argument(
-        "--out",
-        type=_output_folder,
-        default="runs/diffusion",
-        help="output folder, created if needed (default: %(default)s)",
-    )
-    parser.set_defaults(handler=_run_diffusion)
+    _add_run_options(parser, "runs/diffusion", _run_diffusion)
 
 
 def _run_diffusion(options: argparse.Namespace) -> int:
@@ -617,7 +1114,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     experiments = run.add_subparsers(dest="experiment", required=True, metavar="EXPERIMENT")
     _add_logreg(experiments)
+    _add_vae(experiments)
     _add_flow(experiments)
+    _add_gp(experiments)
     _add_diffusion(experiments)
     return parser
 
