@@ -31,6 +31,17 @@ nearest pair), ``vj.full_rank_normal`` vs ``AutoMultivariateNormal``; the same A
 NumPyro columns) and the final ELBO (``ELBO_PARTICLES`` particles) of both, with
 ``elbo_ratio`` = vijax / NumPyro (both negative: below 1 means vijax's is higher).
 
+Like for like: the IAF pair has the same depth (``AUTO_LENGTH`` = 2 IAF layers), the same MADE
+widths (``HIDDEN``), one particle per step and the same estimator, the standard
+reparameterization gradient (vijax ``estimator=None``; NumPyro ``Trace_ELBO``). What differs:
+NumPyro's MADE uses ELU and clips the log-scale, vijax's tanh and a soft clamp; vijax adds an
+elementwise affine ``u = μ + σ ⊙ x`` after the flow and a reversal after each IAF layer (NumPyro
+between layers). The spline pair is not like for like (NumPyro has no spline autoguide):
+``AUTO_LENGTH`` rational-quadratic spline couplings against one block neural autoregressive
+flow. The row ``IAF (fast path) vs AutoIAFNormal`` reports vijax's other configuration,
+``estimator=vj.path()`` (a different estimator: its IAF step is a ``jacfwd`` sweep and a
+triangular solve per layer), against the same NumPyro guide.
+
 Run with ``python -m benchmarks.flows``; writes ``benchmarks/results/flows.{json,md}``.
 """
 
@@ -51,6 +62,7 @@ from benchmarks import logreg as logreg_benchmark
 NAME = "flows"
 KINDS = ("planar", "radial", "affine_coupling", "spline", "maf", "iaf")
 LENGTH = 4
+AUTO_LENGTH = 2
 HIDDEN = (32, 32)
 PARTICLES = 8
 FIT_STEPS = 500
@@ -316,11 +328,26 @@ def comparison_rows(vj) -> list[harness.Row]:
     }
     pairs = {
         "IAF vs AutoIAFNormal": (
-            lambda m: vj.auto_flow(m, kind="iaf", length=2, hidden=HIDDEN, init_loc="zeros"),
-            lambda m: AutoIAFNormal(m, num_flows=2, hidden_dims=list(HIDDEN)),
+            lambda m: vj.auto_flow(
+                m, kind="iaf", length=AUTO_LENGTH, hidden=HIDDEN, init_loc="zeros"
+            ),
+            lambda m: AutoIAFNormal(m, num_flows=AUTO_LENGTH, hidden_dims=list(HIDDEN)),
+        ),
+        "IAF (fast path) vs AutoIAFNormal": (
+            lambda m: vj.auto_flow(
+                m,
+                kind="iaf",
+                length=AUTO_LENGTH,
+                hidden=HIDDEN,
+                init_loc="zeros",
+                estimator=vj.path(),
+            ),
+            lambda m: AutoIAFNormal(m, num_flows=AUTO_LENGTH, hidden_dims=list(HIDDEN)),
         ),
         "spline vs AutoBNAFNormal": (
-            lambda m: vj.auto_flow(m, kind="spline", length=2, hidden=HIDDEN, init_loc="zeros"),
+            lambda m: vj.auto_flow(
+                m, kind="spline", length=AUTO_LENGTH, hidden=HIDDEN, init_loc="zeros"
+            ),
             lambda m: AutoBNAFNormal(m, num_flows=1, hidden_factors=[8, 8]),
         ),
         "full rank vs AutoMultivariateNormal": (

@@ -65,6 +65,9 @@ LAYERS = {
     "permutation": lambda: flows.permutation(DIM, (1, 2, 0)),
     "chain": lambda: flows.chain(flows.planar(DIM), flows.radial(DIM), flows.permutation(DIM)),
     "repeat": lambda: flows.repeat(flows.planar(DIM), 3),
+    "repeat|scanned": lambda: flows.repeat(
+        flows.inverse_autoregressive(DIM, hidden=(8,)), 3, unroll=False
+    ),
     "planar|context": lambda: flows.planar(DIM, context_dim=CONTEXT),
     "affine_coupling|context": lambda: flows.affine_coupling(DIM, hidden=(8,), context_dim=CONTEXT),
     "maf|context": lambda: flows.masked_autoregressive(DIM, hidden=(8,), context_dim=CONTEXT),
@@ -504,6 +507,33 @@ def test_planar_flow_fitted_to_u1_reaches_log_z_with_annealing_and_one_mode_with
     assert 0.3 < log_z - bound < np.log(2) + 0.05, (bound, log_z)
 
 
+def test_unrolled_and_scanned_repeats_agree_and_short_repeats_are_unrolled(x64):
+    # The same layer and parameters, unrolled and by lax.scan: forward, inverse and the fast
+    # path step agree to rounding; the default unrolls up to UNROLL_MAX repetitions only.
+    layer = flows.chain(flows.inverse_autoregressive(DIM, hidden=(8,)), flows.permutation(DIM))
+    unrolled, scanned = flows.repeat(layer, 3, unroll=True), flows.repeat(layer, 3, unroll=False)
+    params = randomize(unrolled.init(jax.random.key(0)), jax.random.key(1))
+    x = jax.random.normal(jax.random.key(2), (DIM,))
+    score = jax.random.normal(jax.random.key(3), (DIM,))
+    for method, args in (
+        ("forward_and_log_det", (x,)),
+        ("inverse_and_log_det", (x,)),
+        ("forward_with_score", (x, score)),
+    ):
+        a, b = getattr(unrolled, method)(params, *args), getattr(scanned, method)(params, *args)
+        for u, v in zip(a, b):
+            np.testing.assert_allclose(u, v, rtol=1e-10, atol=1e-12)
+
+    def primitives(repeat):
+        jaxpr = jax.make_jaxpr(jax.grad(lambda p: repeat.forward_and_log_det(p, x)[1]))(params)
+        return {eqn.primitive.name for eqn in jaxpr.jaxpr.eqns}
+
+    assert flows.repeat(layer, flows.UNROLL_MAX).unrolled
+    assert not flows.repeat(layer, flows.UNROLL_MAX + 1).unrolled
+    assert "scan" not in primitives(flows.repeat(layer, 3))
+    assert "scan" in primitives(scanned)
+
+
 # ----------------------------------------------------------------------------------------------
 # Bad input
 # ----------------------------------------------------------------------------------------------
@@ -516,6 +546,7 @@ def test_planar_flow_fitted_to_u1_reaches_log_z_with_annealing_and_one_mode_with
         (lambda: flows.radial(2.5), "radial: dim must be a positive int"),
         (lambda: flows.planar(2, context_dim=-1), "planar: context_dim"),
         (lambda: flows.repeat(flows.planar(2), 0), "repeat: times"),
+        (lambda: flows.repeat(flows.planar(2), 2, unroll=1), "repeat: unroll"),
         (lambda: flows.chain(flows.planar(2), flows.radial(3)), "chain: layers must share one dim"),
         (lambda: flows.chain(), "chain: layers must not be empty"),
         (lambda: flows.chain("planar"), "chain: layers must be flow layers"),

@@ -23,11 +23,13 @@ values (``vj.log_density(family, values, params)``) is not available (it would n
 pass and the joint of all sites).
 
 **Gradients.** ``estimator=None`` differentiates ``log q`` along the draw (the standard
-reparameterization gradient). ``estimator=vj.path()`` gives the fast path gradient (Vaitl et al.
-2024): the flow's forward pass carries the score ``g = ∇_u log q(u)`` (:meth:`Flow.transport`),
-and the family's density term is ``log q_{⊥θ}(u_θ) = ⊥log q + ⊥g · (u_θ − ⊥u_θ)`` (``⊥``: stop
-gradient), whose derivative is ``g · ∂u/∂θ``, with no inverse pass; the log-Jacobians of ``T``
-depend on ``θ`` only through ``u`` and keep their gradient. Pass the strategy here, not to the
+reparameterization gradient); the draw is then the flow's plain forward pass
+(:meth:`Flow.forward`), with no score carried. ``estimator=vj.path()`` gives the fast path
+gradient (Vaitl et al. 2024): the flow's forward pass carries the score ``g = ∇_u log q(u)``
+(:meth:`Flow.transport`), and the family's density term is
+``log q_{⊥θ}(u_θ) = ⊥log q + ⊥g · (u_θ − ⊥u_θ)`` (``⊥``: stop gradient), whose derivative is
+``g · ∂u/∂θ``, with no inverse pass; the log-Jacobians of ``T`` depend on ``θ`` only through
+``u`` and keep their gradient. Pass the strategy here, not to the
 objective: a ``path`` strategy applied by the objective to the point-mass sites would hold
 their whole log density fixed.
 
@@ -127,18 +129,28 @@ class AutoFlow:
         }
         return params, info
 
-    def _unconstrained(self, params, latents, eps):
-        """``(u, log q(u), ∇_u log q(u))`` for base draws ``eps`` (any leading axes)."""
+    def _unconstrained(self, params, latents, eps, *, with_score=False):
+        """``(u, log q(u), ∇_u log q(u))`` for base draws ``eps`` (any leading axes).
+
+        The score is carried through the flow (:meth:`Flow.transport`) only when
+        ``with_score``; otherwise it is ``None`` and the flow runs its plain forward pass
+        (:meth:`Flow.forward`): the standard estimator never reads the score, and carrying it
+        costs each layer its Jacobian step (for IAF a ``jacfwd`` sweep and a triangular solve).
+        """
         size = sum(s.size for s in latents)
         if params["log_scale"].shape != (size,):
             raise ValueError(
                 f"{_NAME}: params['log_scale'] has shape {params['log_scale'].shape} but the "
                 f"latent sites {[s.name for s in latents]} have {size} unconstrained dimensions"
             )
-        x, log_q, score = self.flow(size).transport(params["flow"], eps)
+        flow = self.flow(size)
+        if with_score:
+            x, log_q, score = flow.transport(params["flow"], eps)
+        else:
+            (x, log_q), score = flow.forward(params["flow"], eps), None
         scale = jnp.exp(params["log_scale"])
         u = _sites.ravel(latents, params["loc"]) + scale * x
-        return u, log_q - jnp.sum(params["log_scale"]), score / scale
+        return u, log_q - jnp.sum(params["log_scale"]), None if score is None else score / scale
 
     def __call__(self, params, *args, **kwargs):
         """Draw ``u`` from the flow and sample every latent site at ``T_s(u_s)``."""
@@ -148,8 +160,9 @@ class AutoFlow:
             raise ValueError(f"{_NAME}: drawing needs a random key; run it under vj.seed")
         size = sum(s.size for s in latents)
         eps = jax.random.normal(key, (size,), jnp.result_type(float))
-        u, log_q, score = self._unconstrained(params, latents, eps)
-        if isinstance(self.estimator, Path):
+        path = isinstance(self.estimator, Path)
+        u, log_q, score = self._unconstrained(params, latents, eps, with_score=path)
+        if path:
             stop = jax.lax.stop_gradient
             log_q = stop(log_q) + jnp.dot(stop(score), u - stop(u))
         values = {}

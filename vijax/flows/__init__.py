@@ -4,7 +4,8 @@ r"""Normalizing flows: layers, flows as distributions, fast path gradients, flow
   (Rezende & Mohamed 2015), :func:`affine_coupling` (RealNVP), :func:`spline_coupling`
   (rational-quadratic splines, Durkan et al. 2019), :func:`masked_autoregressive` (MAF),
   :func:`inverse_autoregressive` (IAF), :func:`affine`, :func:`triangular_affine`,
-  :func:`permutation`; composed with :func:`chain` and :func:`repeat`. Every layer has a forward
+  :func:`permutation`; composed with :func:`chain` and :func:`repeat` (unrolled up to
+  :data:`UNROLL_MAX` repetitions, scanned beyond). Every layer has a forward
   pass with its log-determinant, an inverse, and the fast path gradient's step
   ``g' = J^{-T}(g − ∇ log|det J|)``.
 - :class:`Flow` and :class:`FlowDistribution`: a standard-normal base pushed through a layer,
@@ -33,7 +34,7 @@ from vijax.flows.autoregressive import (
     masked_autoregressive,
 )
 from vijax.flows.bijector import Layer, dense_forward_with_score
-from vijax.flows.composition import Chain, Repeat, chain, repeat
+from vijax.flows.composition import UNROLL_MAX, Chain, Repeat, chain, repeat
 from vijax.flows.coupling import (
     AffineTransformer,
     Coupling,
@@ -58,6 +59,7 @@ from vijax.flows.radial import Radial, radial
 
 __all__ = [
     "FLOW_KINDS",
+    "UNROLL_MAX",
     "Affine",
     "AffineTransformer",
     "Chain",
