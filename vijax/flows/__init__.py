@@ -54,6 +54,7 @@ from vijax.flows.linear import (
     triangular_affine,
 )
 from vijax.flows.maximum_likelihood import maximum_likelihood_path_loss
+from vijax.flows.networks import Conditioner, conditioner_network
 from vijax.flows.planar import Planar, planar
 from vijax.flows.radial import Radial, radial
 
@@ -63,6 +64,7 @@ __all__ = [
     "Affine",
     "AffineTransformer",
     "Chain",
+    "Conditioner",
     "Coupling",
     "Flow",
     "FlowDistribution",
@@ -81,6 +83,7 @@ __all__ = [
     "affine_coupling",
     "alternating_mask",
     "chain",
+    "conditioner_network",
     "dense_forward_with_score",
     "flow_family",
     "inverse_autoregressive",

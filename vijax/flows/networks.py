@@ -1,4 +1,5 @@
-r"""Conditioner networks of the flows: plain-JAX MLPs and MADE, with explicit parameter pytrees.
+r"""Conditioner networks of the flows: plain-JAX MLPs and MADE, with explicit parameter pytrees,
+and :func:`conditioner_network`, which adapts a flax module or an ``(init, apply)`` pair.
 
 A conditioner maps the part of the input a layer may look at (and a context vector, for
 conditional flows) to the parameters of an elementwise transformation. Its parameters are a
@@ -17,6 +18,13 @@ the Jacobian of the outputs with respect to ``x`` is strictly lower triangular. 
 any) enters the first hidden layer and, directly, the outputs, so every output (the first too)
 can depend on it.
 
+**Custom conditioners** (:func:`conditioner_network`). A flax ``nnx.Module`` (its parameters are
+its state from ``nnx.split``, applied as ``nnx.merge(graphdef, state)(inputs)``), a flax
+``linen.Module`` (``module.init(key, inputs)``, ``module.apply``) or a pure pair
+``(init(key) -> params, apply(params, inputs) -> outputs)`` becomes a :class:`Conditioner`:
+the same pure ``init`` / ``apply`` pair, hashed and compared by identity, so that a layer holding
+it stays a static argument of ``jit``. The graph definition is held, not a live module.
+
 Example:
     >>> import jax, jax.numpy as jnp
     >>> params = made_init(jax.random.key(0), 3, (8,), num_outputs=2)
@@ -30,12 +38,22 @@ from __future__ import annotations
 import functools
 import itertools
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["made_apply", "made_init", "made_masks", "mlp_apply", "mlp_init"]
+__all__ = [
+    "Conditioner",
+    "conditioner_network",
+    "made_apply",
+    "made_init",
+    "made_masks",
+    "mlp_apply",
+    "mlp_init",
+]
 
 
 def _dense_init(key, fan_in: int, fan_out: int, zero: bool) -> dict:
@@ -122,3 +140,95 @@ def made_apply(
     if context is not None:
         h = h + context @ params["context_out"]
     return h.reshape(num_outputs, dim)
+
+
+@dataclass(frozen=True)
+class _NnxApply:
+    """``apply(state, inputs)`` of an ``nnx.Module`` given by its graph definition."""
+
+    graphdef: Any
+
+    def __call__(self, state, inputs):
+        from flax import nnx
+
+        return nnx.merge(self.graphdef, state)(inputs)
+
+
+@dataclass(frozen=True, eq=False)
+class _Constant:
+    """``init(key) -> value``: an ``nnx`` module's state, captured when the layer was built."""
+
+    value: Any = None
+
+    def __call__(self, key):
+        return self.value
+
+
+@dataclass(frozen=True)
+class _LinenInit:
+    """``init(key) -> module.init(key, zeros(in_size))``."""
+
+    module: Any
+    in_size: int
+
+    def __call__(self, key):
+        return self.module.init(key, jnp.zeros((self.in_size,)))
+
+
+@dataclass(frozen=True, eq=False)
+class Conditioner:
+    """A conditioner network as a pure pair: ``init(key) -> params``,
+    ``apply(params, inputs) -> outputs`` (build it with :func:`conditioner_network`).
+
+    Compared and hashed by identity (``eq=False``): a layer holding one is hashable, and two
+    layers are equal only when they hold the same network object. ``kind`` is ``"nnx"``,
+    ``"linen"`` or ``"pair"``.
+    """
+
+    init: Callable
+    apply: Callable
+    kind: str
+
+    def __repr__(self) -> str:
+        return f"Conditioner(kind={self.kind!r})"
+
+
+def _is_pair(value) -> bool:
+    return (
+        isinstance(value, tuple | list)
+        and len(value) == 2
+        and all(callable(part) for part in value)
+    )
+
+
+def conditioner_network(conditioner, what: str, in_size: int) -> Conditioner:
+    """A :class:`Conditioner` from a flax module or an ``(init, apply)`` pair.
+
+    Args:
+      conditioner: an ``nnx.Module`` (parameters: its state from ``nnx.split``, taken now; the
+        key of ``init`` is unused), a ``linen.Module`` (parameters:
+        ``module.init(key, zeros(in_size))``; applied with ``module.apply``), a pure pair
+        ``(init(key) -> params, apply(params, inputs) -> outputs)``, or a :class:`Conditioner`
+        (returned as it is).
+      what: the caller's name, for error messages.
+      in_size: the length of the network's input vector.
+
+    Raises:
+      ValueError: naming ``conditioner``, for anything else.
+    """
+    if isinstance(conditioner, Conditioner):
+        return conditioner
+    if _is_pair(conditioner):
+        init, apply = conditioner
+        return Conditioner(init, apply, "pair")
+    from flax import linen, nnx
+
+    if isinstance(conditioner, nnx.Module):
+        graphdef, state = nnx.split(conditioner)
+        return Conditioner(_Constant(state), _NnxApply(graphdef), "nnx")
+    if isinstance(conditioner, linen.Module):
+        return Conditioner(_LinenInit(conditioner, in_size), conditioner.apply, "linen")
+    raise ValueError(
+        f"{what}: conditioner must be an nnx.Module, a linen.Module or a pair "
+        f"(init(key) -> params, apply(params, inputs) -> outputs), got {conditioner!r}"
+    )
