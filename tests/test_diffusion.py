@@ -241,3 +241,58 @@ def test_cli_rejects_bad_arguments_by_name(capsys):
     with pytest.raises(SystemExit):
         main(["run", "diffusion", "--steps", "0"])
     assert "--steps" in capsys.readouterr().err
+
+
+FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+
+
+def test_a_short_fit_on_fashion_mnist_is_below_the_uniform_bits_per_dim():
+    from pathlib import Path
+
+    if not (Path(FASHION_MNIST_DIR) / "train-images-idx3-ubyte.gz").is_file():
+        pytest.skip(f"Fashion-MNIST's IDX files are not in {FASHION_MNIST_DIR}")
+    run = train(
+        "fashion-mnist",
+        num_steps=5,
+        batch_size=32,
+        hidden=32,
+        depth=1,
+        schedule="linear",  # compiles faster than the learned one
+        base="independent",
+        train_size=1000,
+        test_size=100,
+        variance_repeats=0,
+    )
+    metrics = run.metrics
+    assert (metrics["dim"], metrics["num_train"], metrics["num_test"]) == (784, 1000, 100)
+    assert metrics["test_subset"]["evaluated"] == 100
+    assert metrics["uniform_bits_per_dim"] == pytest.approx(8.0)
+    bpd = metrics["test_bits_per_dim"]
+    # the independent-pixel start is about 4.6 bits/dim; 8 = log2(256) is the uniform baseline
+    assert np.isfinite(bpd) and bpd < 8.0
+    assert np.all(np.isfinite(run.history))
+
+
+def test_fashion_mnist_from_an_empty_folder_says_how_to_install_it(tmp_path, capsys):
+    from vijax.cli import main
+
+    with pytest.raises(FileNotFoundError, match="dataset-fashion-mnist"):
+        train("fashion-mnist", num_steps=1, data_dir=tmp_path)
+    code = main(
+        [
+            "run",
+            "diffusion",
+            "--data",
+            "fashion-mnist",
+            "--data-dir",
+            str(tmp_path),
+            "--steps",
+            "1",
+            "--no-progress",
+            "--out",
+            str(tmp_path / "out"),
+        ]
+    )
+    assert code == 1
+    error = capsys.readouterr().err
+    assert "not found in" in error and "dataset-fashion-mnist" in error and "--data-dir" in error

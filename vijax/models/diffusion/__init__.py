@@ -2,6 +2,8 @@
 
 The family is the forward process ``q(z_t | x) = N(α_t x, σ_t² I)`` (a reparameterized vijax
 program); the objective is the continuous- or discrete-time ELBO, trained with :func:`vijax.fit`.
+Data (:mod:`vijax.models.diffusion.data`): a 2-D Gaussian mixture, two moons, scikit-learn's
+digits on 17 levels and Fashion-MNIST on 256 levels (:func:`fashion_mnist_levels`).
 
 Example:
     >>> import jax, jax.numpy as jnp
@@ -16,6 +18,7 @@ Example:
 
 from vijax.models.diffusion.data import (
     digit_levels,
+    fashion_mnist_levels,
     gaussian_mixture_2d,
     independent_pixel_bits_per_dim,
     level_frequencies,
@@ -68,6 +71,7 @@ __all__ = [
     "digit_levels",
     "discrete_time_elbo",
     "discretized_decoder",
+    "fashion_mnist_levels",
     "forward_process",
     "gamma_and_derivative",
     "gaussian_decoder",
