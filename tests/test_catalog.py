@@ -38,6 +38,9 @@ from tests.test_estimators import (
     mc_gradient,
 )
 
+# the 28-pair matrix compiles every pair: the first pass runs it, the float64 pass skips it
+pytestmark = pytest.mark.slow
+
 K = 3
 
 

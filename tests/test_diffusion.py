@@ -114,6 +114,7 @@ def test_ancestral_samples_with_the_exact_denoiser_follow_the_data():
     np.testing.assert_allclose(samples.std(0), S, atol=0.07)
 
 
+@pytest.mark.slow
 def test_stratified_times_lower_the_variance_and_objective_works_under_jit_and_grad():
     net = diffusion.mlp_denoiser(DIM, hidden=16, depth=1)
     schedule = diffusion.learned_schedule(GAMMA_MIN, GAMMA_MAX, hidden=8)
@@ -246,6 +247,7 @@ def test_cli_rejects_bad_arguments_by_name(capsys):
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 
 
+@pytest.mark.slow
 def test_a_short_fit_on_fashion_mnist_is_below_the_uniform_bits_per_dim():
     from pathlib import Path
 

@@ -24,6 +24,7 @@ from tests.test_estimators import (
 )
 
 
+@pytest.mark.slow
 def test_enumerated_bernoulli_gives_the_exact_gradient_with_zero_variance():
     family = vj.with_estimators(bern_family, {"z": vj.enumeration()})
     mean, _, draws = mc_gradient(vj.elbo(bern_model, family), BERN_PARAMS, X_B, n=64)
@@ -71,6 +72,7 @@ def chain_exact_elbo(params, x):
     return total
 
 
+@pytest.mark.slow
 def test_a_chain_of_two_enumerated_sites_is_exact():
     family = vj.with_estimators(chain_family, default=vj.enumeration())
     mean, _, draws = mc_gradient(vj.elbo(chain_model, family), CHAIN_PARAMS, X_CHAIN, n=16)
@@ -160,6 +162,7 @@ def plate_exact_elbo(params, x):
     return total
 
 
+@pytest.mark.slow
 def test_enumeration_in_a_plate_is_per_datum_exact_and_zero_variance():
     # 50 data: the product space has 2⁵⁰ points; per-datum enumeration runs the model twice.
     params = {"logits": jnp.sin(jnp.arange(50.0))}
@@ -214,6 +217,7 @@ def mix_exact_elbo(params, x):
     return total
 
 
+@pytest.mark.slow
 def test_plate_enumeration_with_score_sites_before_and_after_is_unbiased():
     # w's signal must be the enumerated objective; u_i's score is weighted by q(z_i) per datum.
     objective = vj.elbo(mix_model, mix_family, analytic_kl=False)

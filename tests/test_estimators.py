@@ -146,6 +146,7 @@ def test_normal_normal_elbo_score_function(baseline, analytic_kl):
 IWAE_K = 3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("strategy", ["reparam", "none", "running_mean", "leave_one_out"])
 def test_normal_normal_iwae(strategy):
     if strategy == "reparam":

@@ -249,6 +249,7 @@ def _compiled_counts(fn, *args):
     }
 
 
+@pytest.mark.slow
 def test_the_compiled_svgp_step_does_the_work_of_a_hand_written_one():
     """Full batch, whitened, Gaussian: no more factorizations, solves and products than the
     hand-written bound, and no random draw (the f terms cancel exactly, so neither ``u``'s

@@ -197,6 +197,7 @@ def test_bounds_are_ordered_and_tighten_with_num_inner():
     assert sivi[0] < sivi[1] < elbo
 
 
+@pytest.mark.slow
 def test_density_estimate_upper_bounds_log_q_and_converges():
     """``E[log q̂_K(z) − log q(z)]`` ≥ 0, decreasing in ``K`` to 0; exactly 0 for ``r = q(λ|z)``.
 
@@ -260,6 +261,7 @@ def test_reparameterized_values_and_gradients_are_unbiased(name):
     assert_unbiased(mean, se, _flat(exact_grad), label=name)
 
 
+@pytest.mark.slow
 def test_exact_reverse_gives_the_marginal_elbo_gradient():
     # With r = q(λ | z) held at its value, L_K = ELBO(q(z)) for every K: the φ-gradient is the
     # marginal ELBO's (the reverse's own gradient is zero at the optimum r).
@@ -376,6 +378,7 @@ def _mixture(name, strategy, inner=None):
     return objective, params, bound
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("name", "strategy", "inner"),
     [
@@ -402,6 +405,7 @@ def test_discrete_auxiliary_site_gradients_are_unbiased(name, strategy, inner):
     assert np.mean(se < 0.25 * np.abs(exact)) > 0.5
 
 
+@pytest.mark.slow
 def test_discrete_bounds_are_ordered():
     params = vj.ModelAndFamilyParams(THETA, vj.FamilyAndReverseParams(MIX_PHI, MIX_PSI))
     bounds = [float(mixture_bound(params, k)) for k in range(3)]

@@ -54,6 +54,7 @@ def test_bernoulli_mvd_is_unbiased_and_beats_the_score_function():
     assert score_draws.var() > 5 * draws.var()
 
 
+@pytest.mark.slow
 def test_mvd_on_a_chain_of_discrete_sites_is_unbiased():
     # z1 ~ Bernoulli, z2 | z1 ~ Categorical: both measure-valued, every other draw shared.
     family = vj.with_estimators(chain_family, {"z1": vj.mvd(), "z2": vj.mvd()})
@@ -91,6 +92,7 @@ def _truncated_elbo(model_prior, family_dist, x):
     return jnp.sum(jnp.exp(q.log_prob(z)) * (log_p - q.log_prob(z)))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["poisson", "geometric"])
 def test_count_mvd_is_unbiased(kind):
     x = jnp.array(1.7)
@@ -206,6 +208,7 @@ def test_mvd_is_exact_on_a_deterministic_signal():
     assert_unbiased(g.mean(0), g.std(0) / np.sqrt(len(g)), [1.6, 2.6], label="mvd z²")
 
 
+@pytest.mark.slow
 def test_mvd_on_a_plated_site_inside_an_importance_weighted_bound_is_unbiased():
     # Two data, one Bernoulli latent each, K = 2 particles: a particle's log-weight sums its
     # two data before the particles are coupled, so each datum's site must be perturbed alone.
