@@ -82,6 +82,7 @@ def test_a_chain_of_two_enumerated_sites_is_exact():
     assert draws.std(0).max() < 1e-5
 
 
+@pytest.mark.slow
 def test_enumeration_mixed_with_a_score_function_site_is_unbiased():
     family = vj.with_estimators(
         chain_family, {"z1": vj.enumeration(), "z2": vj.score_function(vj.running_mean())}

@@ -242,6 +242,7 @@ def test_bernoulli_elbo_score_function(baseline):
     assert_unbiased(mean, se, exact, label=f"bernoulli elbo {baseline}")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("baseline", ["none", "running_mean", "leave_one_out"])
 def test_bernoulli_iwae_score_function(baseline):
     strategy = {
@@ -358,6 +359,7 @@ def test_rao_blackwellized_score_is_unbiased_and_lower_variance():
     assert ratio > 15.0
 
 
+@pytest.mark.slow
 def test_rao_blackwell_rule_drops_a_plate_pooled_by_a_later_site():
     """A global site drawn after the plate from all z_i couples the data: no RB over the plate.
 
@@ -494,6 +496,7 @@ def test_leave_one_out_refuses_an_opaque_scalar():
         vj.grad_estimate(opaque)(BERN_PARAMS, jax.random.key(0), X_B)
 
 
+@pytest.mark.slow
 def test_vimco_objective_is_iwae_with_leave_one_out_scores():
     # On the one-latent Bernoulli model VIMCO is unbiased for the exact IWAE gradient, and each
     # particle's advantage is the known form L(W) − L(W with W_k := mean of the others).

@@ -129,6 +129,7 @@ def test_score_function_index_with_a_baseline_is_unbiased():
     assert np.all(np.abs(mean - exact) < Z * se + 1e-5)
 
 
+@pytest.mark.slow
 def test_elbo_objective_accepts_the_mixture():
     objective = vj.elbo(model, _family(vj.enumeration()))
     value, _ = vj.value_and_grad_estimate(objective)(PARAMS, jax.random.key(0), X_OBS)

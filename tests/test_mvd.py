@@ -169,6 +169,7 @@ def test_vector_normal_mvd_per_element(layout):
     assert_unbiased(mean, se, exact, label=f"mvd vector normal ({layout})")
 
 
+@pytest.mark.slow
 def test_mvd_inside_an_importance_weighted_bound_is_unbiased():
     # The IWAE value couples the particles: particle k's coupled value is re-scored with only
     # its own log-weight replaced.

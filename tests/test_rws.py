@@ -46,6 +46,7 @@ def exact_wake_gradients(theta, phi, x):
     return jnp.array([total_theta, total_phi])
 
 
+@pytest.mark.slow
 def test_rws_gives_wake_theta_and_wake_phi():
     theta, phi = jnp.array(-0.3), jnp.array(0.5)
     params = vj.ModelAndFamilyParams(model=theta, family=phi)

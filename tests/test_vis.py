@@ -101,6 +101,7 @@ def test_estimates_match_their_exact_expectation(num_particles):
     assert abs(values.mean() - float(exact_value)) < Z * value_se
 
 
+@pytest.mark.slow
 def test_estimates_are_consistent_not_unbiased():
     """The expectations converge to ∇_θ log p(x) and −∇_φ log(1 + χ²) with an O(1/K) bias."""
     limit = np.asarray(limits(THETA, PHI, X))
