@@ -4,6 +4,7 @@ checkpoints, posterior draws and predictive distributions."""
 from vijax.infer.checkpoint import (
     Checkpoint,
     CheckpointedFit,
+    fit_population_with_checkpoints,
     fit_with_checkpoints,
     latest_checkpoint,
     load_checkpoint,
@@ -21,6 +22,7 @@ __all__ = [
     "NonFiniteError",
     "fit",
     "fit_population",
+    "fit_population_with_checkpoints",
     "fit_with_checkpoints",
     "latest_checkpoint",
     "load_checkpoint",

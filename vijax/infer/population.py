@@ -448,7 +448,7 @@ def fit_population(
     bar = _progress_bar(num_steps, progress, desc=_CALLER)
     pace = _Pace(seconds_per_update)
     done, pending, all_bad = 0, None, False
-    bad_steps = state.bad_step  # all -1 here: a new or resumed population starts clean
+    bad_steps = np.full((num_runs,), -1)  # a new or resumed population starts clean (host side)
 
     def settle(values, bad_steps, count) -> bool:
         """Record a finished chunk; whether every run has gone non-finite."""
