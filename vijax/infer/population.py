@@ -13,8 +13,12 @@ Run ``r`` of a population computes exactly what ``vj.fit`` computes for that run
 the same key (``FitState`` slices are interchangeable: ``jax.tree.map(lambda x: x[r], state)``
 continues with ``vj.fit(..., state=...)``).
 
-The number of particles changes array shapes, so it cannot vary inside one program: run one
-population per particle count (each compiles once), i.e. group the runs by shape.
+**Groups.** What changes the program itself cannot be ``vmap``-ed: the number of particles (an
+array shape), the objective, a site's gradient strategy. Pass one objective per group and each
+run's group, ``fit_population((vj.iwae(m, f, 1), vj.iwae(m, f, 8)), ..., groups=[0, 1, 0, 1])``:
+every group's step is ``vmap``-ed over its runs inside the same compiled loop, so a sweep over
+``K`` (or ELBO vs IWAE vs DReG) is still one program, each run costing what its own objective
+costs. The groups' baseline states must have one structure (reparameterized gradients have none).
 
 **Non-finite runs.** A run whose objective or gradient goes non-finite is frozen at its last
 good state (parameters, optimizer state and step stop changing; its history is NaN from that
@@ -113,7 +117,45 @@ def _fresh_permutations(state, data, data_axes, batch_size):
     return jax.lax.cond(jnp.any(starting), renew, lambda: state.permutation)
 
 
-_STATIC = ("static", "objective", "optimizer", "batch_size", "arg_axes", "data_axes", "mesh")
+_STATIC = (
+    "static",
+    "objective",
+    "groups",
+    "optimizer",
+    "batch_size",
+    "arg_axes",
+    "data_axes",
+    "mesh",
+)
+
+
+def _by_group(steps, groups, state, arrays, data, arg_axes, data_axes):
+    """``steps[g]`` (a function of ``(state, arrays, data)`` vmapped over runs) on group ``g``'s
+    runs, every output put back in run order. ``groups=None``: one group, every run."""
+    if groups is None:
+        return steps[0](state, arrays, data)
+
+    def rows(index):
+        def take(x, axis):
+            return x[index] if axis == 0 else x
+
+        return (
+            jax.tree.map(lambda x: x[index], state),
+            [take(x, a) for x, a in zip(arrays, arg_axes)],
+            tuple(take(x, a) for x, a in zip(data, data_axes)),
+        )
+
+    outputs = [step(*rows(np.asarray(index))) for step, index in zip(steps, groups)]
+    structures = [jax.tree.structure(out) for out in outputs]
+    shapes = [[jnp.shape(x)[1:] for x in jax.tree.leaves(out)] for out in outputs]
+    if any(t != structures[0] or sh != shapes[0] for t, sh in zip(structures, shapes)):
+        raise ValueError(
+            f"{_CALLER}: the groups' objectives keep differently shaped baseline states, so "
+            "their runs cannot share one population state; run them as separate populations "
+            "(or give the groups the same gradient strategies)"
+        )
+    order = np.argsort(np.concatenate([np.asarray(index) for index in groups]), kind="stable")
+    return jax.tree.map(lambda *parts: jnp.concatenate(parts)[order], *outputs)
 
 
 @functools.partial(jax.jit, static_argnames=_STATIC)
@@ -125,6 +167,7 @@ def _initial_population(
     *,
     static,
     objective,
+    groups,
     optimizer,
     batch_size,
     arg_axes,
@@ -133,15 +176,19 @@ def _initial_population(
 ):
     """Every run's state before step 0 (``vmap`` of the single-run start) and input flags."""
     with distributed._context(mesh):
-        estimator = gradient_estimator(objective)
 
-        def one(params, key, arrays, data):
-            args = arguments.merge(list(arrays), static)
-            return _fresh_state(params, key, args, data, estimator, optimizer, batch_size)
+        def start(objective):
+            estimator = gradient_estimator(objective)
 
-        state = jax.vmap(one, in_axes=(0, 0, list(arg_axes), tuple(data_axes)))(
-            params, keys, arrays, data
-        )
+            def one(pair, arrays, data):
+                params, key = pair
+                args = arguments.merge(list(arrays), static)
+                return _fresh_state(params, key, args, data, estimator, optimizer, batch_size)
+
+            return jax.vmap(one, in_axes=(0, list(arg_axes), tuple(data_axes)))
+
+        starts = [start(o) for o in objective]
+        state = _by_group(starts, groups, (params, keys), arrays, data, arg_axes, data_axes)
         if mesh is not None:
             state = distributed._constrain(state, distributed._split_leading(mesh))
         return state, _finite_flags(arrays, data)
@@ -156,6 +203,7 @@ def _run_population_chunk(
     *,
     static,
     objective,
+    groups,
     optimizer,
     chunk_size,
     batch_size,
@@ -164,21 +212,28 @@ def _run_population_chunk(
     mesh,
 ):
     with distributed._context(mesh):
-        estimator = gradient_estimator(objective)
 
-        def one(state, arrays, data):
-            args = arguments.merge(list(arrays), static)
-            return _step(
-                state,
-                args,
-                data,
-                estimator=estimator,
-                optimizer=optimizer,
-                batch_size=batch_size,
-                permute=False,
-            )
+        def vmapped(objective):
+            estimator = gradient_estimator(objective)
 
-        step = jax.vmap(one, in_axes=(0, list(arg_axes), tuple(data_axes)))
+            def one(state, arrays, data):
+                args = arguments.merge(list(arrays), static)
+                return _step(
+                    state,
+                    args,
+                    data,
+                    estimator=estimator,
+                    optimizer=optimizer,
+                    batch_size=batch_size,
+                    permute=False,
+                )
+
+            return jax.vmap(one, in_axes=(0, list(arg_axes), tuple(data_axes)))
+
+        steps = [vmapped(o) for o in objective]
+
+        def step(state, arrays, data):
+            return _by_group(steps, groups, state, arrays, data, arg_axes, data_axes)
 
         def body(i, carry):
             state, values = carry
@@ -268,12 +323,50 @@ def _check_data(data: tuple, data_axes, batch_size, num_runs: int):
     return data_axes, batch_size
 
 
+def _check_groups(objective, groups, num_runs: int):
+    """``(objectives, each group's runs or None, each run's group)`` after checking them."""
+    if callable(objective):
+        if groups is not None:
+            raise ValueError(
+                f"{_CALLER}: groups needs one objective per group (a sequence of objectives), "
+                f"got a single objective"
+            )
+        return (objective,), None, np.zeros(num_runs, int)
+    objectives = tuple(objective) if isinstance(objective, list | tuple) else None
+    if not objectives or not all(callable(o) for o in objectives):
+        raise ValueError(
+            f"{_CALLER}: objective must be an objective or a sequence of objectives, got "
+            f"{objective!r}"
+        )
+    if groups is None:
+        raise ValueError(
+            f"{_CALLER}: with {len(objectives)} objectives, groups must give each run's "
+            f"objective ({num_runs} ints in [0, {len(objectives)}))"
+        )
+    group_of = np.asarray(groups)
+    if (
+        group_of.shape != (num_runs,)
+        or not np.issubdtype(group_of.dtype, np.integer)
+        or group_of.min() < 0
+        or group_of.max() >= len(objectives)
+    ):
+        raise ValueError(
+            f"{_CALLER}: groups must hold {num_runs} ints (one per run) in "
+            f"[0, {len(objectives)}), got {groups!r}"
+        )
+    unused = sorted(set(range(len(objectives))) - set(group_of.tolist()))
+    if unused:
+        raise ValueError(f"{_CALLER}: no run uses objective(s) {unused} (groups={groups!r})")
+    members = tuple(tuple(np.flatnonzero(group_of == g).tolist()) for g in range(len(objectives)))
+    return objectives, members, group_of
+
+
 def _per_run(arrays: list, axes, r: int) -> list:
     return [x[r] if a == 0 else x for x, a in zip(arrays, axes)]
 
 
 def fit_population(
-    objective: Callable,
+    objective: Callable | tuple,
     params: Any,
     optimizer: optax.GradientTransformation,
     keys: jax.Array,
@@ -284,6 +377,7 @@ def fit_population(
     data_axes: Any = None,
     batch_size: int | None = None,
     hyperparams: dict | None = None,
+    groups: Any = None,
     state: FitState | None = None,
     mesh: Mesh | None = None,
     chunk_size: int = 4096,
@@ -297,7 +391,8 @@ def fit_population(
     (see :mod:`vijax.infer.population`), so its results equal the runs done one by one.
 
     Args:
-      objective: an objective to maximize, as for :func:`vijax.fit`.
+      objective: an objective to maximize, as for :func:`vijax.fit`; or a sequence of
+        objectives, one per group of runs (with ``groups``).
       params: initial parameters: shared by every run, or with a leading run axis where
         ``in_axes[0]`` says 0 (e.g. ``jax.vmap(family.init, (0, None))(keys, x)``).
       optimizer: an optax transformation; with ``hyperparams``, one made by
@@ -315,6 +410,8 @@ def fit_population(
       batch_size: minibatch size (required with ``data``).
       hyperparams: per-run optimizer hyperparameters, ``{"learning_rate": lrs}`` with ``lrs``
         of shape ``(R,)``, written into the ``optax.inject_hyperparams`` state.
+      groups: with a sequence of objectives, each run's group: ``R`` ints, run ``r`` is
+        trained by ``objective[groups[r]]`` (e.g. a sweep over the number of particles).
       state: the :class:`vijax.FitState` of an earlier population (leading run axis on every
         leaf) to continue from.
       mesh: a :class:`jax.sharding.Mesh`: the runs are split over its devices (every axis
@@ -352,6 +449,7 @@ def fit_population(
     _check_arguments(_CALLER, num_steps, chunk_size, optimizer, None, None)
     keys = _population_keys(keys) if state is None else state.key
     num_runs = keys.shape[0]
+    objectives, members, group_of = _check_groups(objective, groups, num_runs)
     if in_axes is None:
         in_axes = (None,) * (1 + len(args))
     if not isinstance(in_axes, tuple | list) or len(in_axes) != 1 + len(args):
@@ -406,7 +504,8 @@ def fit_population(
         )
     compiled = dict(
         static=static,
-        objective=objective,
+        objective=objectives,
+        groups=members,
         optimizer=optimizer,
         batch_size=batch_size,
         arg_axes=arg_axes,
@@ -483,7 +582,7 @@ def fit_population(
     if failed:
         first = failed[0]
         where = _non_finite_gradients(
-            objective,
+            objectives[group_of[first]],
             jax.tree.map(lambda x: x[first], state),
             arguments.merge(_per_run(arrays, arg_axes, first), static),
             tuple(_per_run(list(data), data_axes, first)),
