@@ -126,7 +126,12 @@ def enumeration() -> Enumerate:
     The objective is evaluated at every value of the site with the same random numbers for
     every other draw, and the values are summed with weights ``q_φ(v)``: zero variance from
     this site, at the cost of one evaluation per value (the product of the supports for
-    several enumerated sites). Global, unbatched sites only for now.
+    several enumerated sites). A site inside a plate is enumerated per datum: every element
+    takes each value at once and each datum's terms are weighted by its own ``q_φ(v_i)``, so
+    the cost is one evaluation per value, never the product space (valid where the plate's
+    terms stay separate; a later site that pools the plate is refused). Refused inside a
+    particle block (each particle would need the others' values jointly; use :func:`mvd` or
+    the score function there) and for continuous sites, naming the site.
     """
     return Enumerate()
 

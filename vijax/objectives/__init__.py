@@ -22,7 +22,7 @@ from vijax.objectives.hierarchical import (
     marginal,
     sivi,
 )
-from vijax.objectives.iwae import iwae, vimco
+from vijax.objectives.iwae import iwae, iwae_stl, vimco
 from vijax.objectives.per_datum import (
     PerDatumIWAE,
     PerDatumIWAEDReG,
@@ -69,6 +69,7 @@ __all__ = [
     "importance_traces",
     "iwae",
     "iwae_dreg",
+    "iwae_stl",
     "iwhvi",
     "log_weight",
     "log_weight_terms",
