@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Accelerator benchmarks, prepared for whoever has a GPU (or TPU): the logistic-regression, IWAE
 # and VAE step benchmarks (vijax vs hand-written JAX vs NumPyro) and the population benchmark
-# (64 runs in one vj.fit_population program vs 64 sequential vj.fit calls) on the accelerator
+# (64 runs in one vj.fit_population program vs 64 sequential vj.fit calls: a Normal mean,
+# a logistic regression, a learning-rate sweep, small VAEs on digits) on the accelerator
 # JAX finds. A few minutes on one GPU. Results: benchmarks/results/gpu/<name>.{json,md} and
 # devices.txt (what ran them). Each benchmark is limited to LIMIT_SECONDS (default 1200).
 #
@@ -16,7 +17,12 @@ PYTHON="${PYTHON:-.venv/bin/python}"
 OUT="${OUT:-benchmarks/results/gpu}"
 LIMIT="${LIMIT_SECONDS:-1200}"
 export XLA_PYTHON_CLIENT_PREALLOCATE=false  # take GPU memory as needed, not 75% up front
+# The population benchmark, shortened to a few minutes on one GPU: 2 repeats, a fifth of the
+# CPU run's steps per population (1000 / 400 / 200 / 40), a learning-rate sweep of 8 runs
+# (each sequential run compiles its own program). Set them to 3, 1 and 16 for the CPU run's sizes.
 export SCALING_REPEATS="${SCALING_REPEATS:-2}"
+export SCALING_STEPS_FRACTION="${SCALING_STEPS_FRACTION:-0.2}"
+export SCALING_SWEEP_RUNS="${SCALING_SWEEP_RUNS:-8}"
 
 echo "== devices"
 devices=$(

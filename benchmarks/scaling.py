@@ -19,10 +19,15 @@ fit ``r``), and against the floor, a hand-written ``jit(vmap(scan))`` of the sam
 - *logreg*: the breast-cancer logistic regression, 2000 steps per run: here each step is a
   569 × 31 matrix product, and on a CPU the population's 64 runs cost close to 64 times one
   run's arithmetic, which bounds the gain;
-- *learning-rate sweep*: the small model with 64 learning rates; sequentially that is 64
-  ``vj.fit`` calls with 64 optimizers (each a new program to compile, as a user's loop over
+- *learning-rate sweep*: the small model with 16 learning rates; sequentially that is 16
+  ``vj.fit`` calls with 16 optimizers (each a new program to compile, as a user's loop over
   ``optax.adam(lr)`` would), in the population one ``optax.inject_hyperparams`` optimizer and
-  ``hyperparams={"learning_rate": rates}``.
+  ``hyperparams={"learning_rate": rates}``;
+- *small VAEs*: 64 VAEs on 300 binarized 8 × 8 digits (``vae.mlp_vae``: encoder
+  ``64 → 16 → 4``, decoder ``2 → 16 → 64``, two Gaussian latents), each with its own initial
+  parameters and key (minibatch order, draws), 1-particle ELBO with the closed-form KL,
+  minibatches of 50, Adam, 200 steps; the hand-written floor is the same networks and ELBO in
+  ``jnp`` (a random contiguous minibatch per step instead of vj.fit's per-epoch permutation).
 
 Each population row is timed twice: *first call* (``jax.clear_caches()`` before it, so
 tracing and compilation are paid as in a fresh process; the sequential fits compile once) and
@@ -34,7 +39,10 @@ hand-written ``jit(vmap(scan))``.
 Run with ``python -m benchmarks.scaling``; writes ``benchmarks/results/scaling.{json,md}``.
 The environment variables ``SCALING_RUNS``, ``SCALING_REPEATS``, ``SCALING_DEVICE_COUNTS`` and
 ``SCALING_DEVICE_STEPS`` change the population size, the repeats, the device counts and the
-steps timed per device count. On an accelerator (``benchmarks/gpu.sh``) only the populations run.
+steps timed per device count; ``SCALING_STEPS_FRACTION`` (default 1) scales every population's
+step count and ``SCALING_SWEEP_RUNS`` (default 16) the sweep's size, for a short run. On an
+accelerator (``benchmarks/gpu.sh``, which sets them for a run of a few minutes) only the
+populations run.
 """
 
 from __future__ import annotations
@@ -62,11 +70,24 @@ DEVICE_COUNTS = tuple(int(n) for n in os.environ.get("SCALING_DEVICE_COUNTS", "1
 DEVICE_STEPS = int(os.environ.get("SCALING_DEVICE_STEPS", "1000"))
 DEVICE_REPEATS = 5
 DEVICE_BATCH = 128
+STEPS_FRACTION = float(os.environ.get("SCALING_STEPS_FRACTION", "1"))
 SMALL_DATA = 20
-SMALL_STEPS = 5000
-LOGREG_STEPS = 2000
-SWEEP_STEPS = 1000
-SWEEP_RUNS = min(NUM_RUNS, 16)
+
+
+def _steps(count: int) -> int:
+    return max(1, round(count * STEPS_FRACTION))
+
+
+SMALL_STEPS = _steps(5000)
+LOGREG_STEPS = _steps(2000)
+SWEEP_STEPS = _steps(1000)
+SWEEP_RUNS = min(NUM_RUNS, int(os.environ.get("SCALING_SWEEP_RUNS", "16")))
+VAE_STEPS = _steps(200)
+VAE_IMAGES = 300
+VAE_BATCH = 50
+VAE_LATENT = 2
+VAE_HIDDEN = 16
+VAE_LEARNING_RATE = 1e-2
 REPEATS = int(os.environ.get("SCALING_REPEATS", "3"))
 LEARNING_RATE = 1e-2
 
@@ -121,6 +142,22 @@ def small_parts(vj: Any) -> tuple[Callable, dict]:
     return vj.elbo(model, family, 2, analytic_kl=False), params
 
 
+def vae_data() -> jax.Array:
+    """The first 300 digits, binarized once with a fixed key: ``(300, 8, 8)`` zeros and ones."""
+    from vijax.data import binarize, digits
+
+    images, _ = digits()
+    return binarize(images[:VAE_IMAGES], jax.random.key(0))
+
+
+def vae_parts(vj: Any, keys: jax.Array) -> tuple[Callable, Any]:
+    """``(objective, params)``: a small MLP VAE's 1-particle ELBO, one initialization per key."""
+    from vijax.models import vae
+
+    model = vae.mlp_vae((8, 8), vae.gaussian(VAE_LATENT), hidden=(VAE_HIDDEN,), num_data=VAE_IMAGES)
+    return vj.elbo(model.model, model.family), jax.vmap(model.init)(keys)
+
+
 # --------------------------------------------------------------------------------------------
 # Hand-written floors: the same steps in a jit(vmap(scan))
 
@@ -144,8 +181,49 @@ def hand_logreg_elbo(params, key, x, y):
     return log_lik - 0.5 * jnp.sum(w**2) + 0.5 * jnp.sum(noise**2) + jnp.sum(jnp.log(scale))
 
 
-def hand_population(elbo: Callable, optimizer, num_steps: int) -> Callable:
-    """``run(params, keys, *data)``: ``num_steps`` Adam steps of every run, vmapped scans."""
+def _dense(key, fan_in, fan_out):
+    bound = 1.0 / np.sqrt(fan_in)
+    return {
+        "w": jax.random.uniform(key, (fan_in, fan_out), minval=-bound, maxval=bound),
+        "b": jnp.zeros(fan_out),
+    }
+
+
+def hand_vae_init(key: jax.Array) -> dict:
+    """The VAE's weights as plain matrices: encoder 64 → 16 → 4, decoder 2 → 16 → 64."""
+    keys = jax.random.split(key, 4)
+    return {
+        "enc1": _dense(keys[0], 64, VAE_HIDDEN),
+        "enc2": _dense(keys[1], VAE_HIDDEN, 2 * VAE_LATENT),
+        "dec1": _dense(keys[2], VAE_LATENT, VAE_HIDDEN),
+        "dec2": _dense(keys[3], VAE_HIDDEN, 64),
+    }
+
+
+def hand_vae_elbo(params, key, x):
+    """``(N / B) Σ_i [log p(x_i | z_i) − KL(q(z_i | x_i) ‖ N(0, I))]`` on a random batch."""
+    batch_key, noise_key = jax.random.split(key)
+    start = jax.random.randint(batch_key, (), 0, x.shape[0] - VAE_BATCH + 1)
+    flat = jax.lax.dynamic_slice_in_dim(x, start, VAE_BATCH).reshape(VAE_BATCH, -1)
+
+    def mlp(first, second, h):
+        h = jax.nn.relu(h @ params[first]["w"] + params[first]["b"])
+        return h @ params[second]["w"] + params[second]["b"]
+
+    out = mlp("enc1", "enc2", flat)
+    loc, log_scale = out[:, :VAE_LATENT], out[:, VAE_LATENT:]
+    z = loc + jnp.exp(log_scale) * jax.random.normal(noise_key, loc.shape)
+    logits = mlp("dec1", "dec2", z)
+    log_lik = jnp.sum(flat * logits - jax.nn.softplus(logits))
+    kl = jnp.sum(0.5 * (loc**2 + jnp.exp(2 * log_scale) - 1.0) - log_scale)
+    return x.shape[0] / VAE_BATCH * (log_lik - kl)
+
+
+def hand_population(
+    elbo: Callable, optimizer, num_steps: int, per_run_params: bool = False
+) -> Callable:
+    """``run(params, keys, *data)``: ``num_steps`` Adam steps of every run, vmapped scans
+    (``per_run_params``: ``params`` carry a leading run axis, else all runs share them)."""
 
     def one(params, key, *data):
         def step(carry, _):
@@ -161,6 +239,8 @@ def hand_population(elbo: Callable, optimizer, num_steps: int) -> Callable:
 
     @jax.jit
     def run(params, keys, *data):
+        if per_run_params:
+            return jax.vmap(lambda params, key: one(params, key, *data))(params, keys)
         return jax.vmap(lambda key: one(params, key, *data))(keys)
 
     return run
@@ -217,7 +297,7 @@ def _largest_difference(population: Any, sequential: list) -> float:
 
 
 def measure_populations(vj: Any) -> list[harness.Row]:
-    """Rows for the small-model, logistic-regression and learning-rate-sweep populations."""
+    """Rows for the small-model, logistic-regression, learning-rate-sweep and VAE populations."""
     keys = jax.random.split(jax.random.key(0), NUM_RUNS)
     optimizer = optax.adam(LEARNING_RATE)
     rows = []
@@ -317,7 +397,49 @@ def measure_populations(vj: Any) -> list[harness.Row]:
         runs=SWEEP_RUNS,
         repeats=1,
     )
+
+    rows += _vae_rows(vj)
     return rows
+
+
+def _vae_rows(vj: Any) -> list[harness.Row]:
+    """64 small VAEs on digits: one population vs 64 vj.fit calls vs the hand-written floor."""
+    x = vae_data()
+    keys = jax.random.split(jax.random.key(1), NUM_RUNS)
+    init_keys = jax.random.split(jax.random.key(2), NUM_RUNS)
+    objective, params = vae_parts(vj, init_keys)
+    optimizer = optax.adam(VAE_LEARNING_RATE)  # one object: the 64 fits share one program
+    common = dict(num_steps=VAE_STEPS, data=(x,), batch_size=VAE_BATCH, progress=False)
+    hand = hand_population(hand_vae_elbo, optimizer, VAE_STEPS, per_run_params=True)
+    hand_params = jax.vmap(hand_vae_init)(init_keys)
+
+    def vae_population():
+        return vj.fit_population(objective, params, optimizer, keys, in_axes=(0,), **common)
+
+    def vae_sequential():
+        return [
+            vj.fit(
+                objective,
+                jax.tree.map(lambda leaf, r=r: leaf[r], params),
+                optimizer,
+                keys[r],
+                **common,
+            )
+            for r in range(NUM_RUNS)
+        ]
+
+    return _population_row(
+        f"population of {NUM_RUNS}: small VAEs, {VAE_IMAGES} digits, {VAE_STEPS} steps",
+        vae_population,
+        vae_sequential,
+        functools.partial(hand, hand_params, keys, x),
+        notes=f"vae.mlp_vae (64 → {VAE_HIDDEN} → {2 * VAE_LATENT}, {VAE_LATENT} → "
+        f"{VAE_HIDDEN} → 64), 1-particle ELBO with closed-form KL, minibatches of {VAE_BATCH} "
+        f"of {VAE_IMAGES} binarized digits, Adam {VAE_LEARNING_RATE}; each run has its own "
+        "initial parameters (in_axes=(0,)) and key; hand: the same networks and ELBO in jnp, "
+        "a random contiguous minibatch per step, no NaN guard",
+        check=_largest_difference,
+    )
 
 
 # --------------------------------------------------------------------------------------------
