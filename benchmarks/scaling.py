@@ -127,8 +127,8 @@ def small_data() -> jax.Array:
     return jnp.asarray(np.random.default_rng(0).normal(1.3, 1.0, SMALL_DATA), jnp.float32)
 
 
-def small_parts(vj: Any) -> tuple[Callable, dict]:
-    """``(objective, params)``: a Normal mean with 20 data, 2-particle Monte Carlo ELBO."""
+def small_program(vj: Any) -> tuple[Callable, Callable]:
+    """``(model, family)``: a Normal mean with 20 data and a Normal family."""
 
     def model(x):
         mu = vj.sample("mu", dist.Normal(0.0, 1.0))
@@ -138,8 +138,13 @@ def small_parts(vj: Any) -> tuple[Callable, dict]:
     def family(params, x):
         vj.sample("mu", dist.Normal(params["loc"], jax.nn.softplus(params["raw_scale"])))
 
+    return model, family
+
+
+def small_parts(vj: Any) -> tuple[Callable, dict]:
+    """``(objective, params)``: the small model's 2-particle Monte Carlo ELBO."""
     params = {"loc": jnp.zeros(()), "raw_scale": jnp.zeros(())}
-    return vj.elbo(model, family, 2, analytic_kl=False), params
+    return vj.elbo(*small_program(vj), 2, analytic_kl=False), params
 
 
 def vae_data() -> jax.Array:
@@ -398,8 +403,53 @@ def measure_populations(vj: Any) -> list[harness.Row]:
         repeats=1,
     )
 
+    rows += _particle_sweep_rows(vj)
     rows += _vae_rows(vj)
     return rows
+
+
+def _particle_sweep_rows(vj: Any) -> list[harness.Row]:
+    """Particle counts K ∈ {1, 4, 16, 64}, 16 seeds each: one grouped population vs 64 fits."""
+    counts = (1, 4, 16, 64)
+    per_count = max(1, NUM_RUNS // len(counts))
+    model, family = small_program(vj)
+    objectives = [vj.iwae(model, family, k) for k in counts]
+    params = {"loc": jnp.zeros(()), "raw_scale": jnp.zeros(())}
+    x = small_data()
+    groups = np.repeat(np.arange(len(counts)), per_count)
+    keys = jax.random.split(jax.random.key(5), len(groups))
+    optimizer = optax.adam(LEARNING_RATE)
+    common = dict(num_steps=SWEEP_STEPS, progress=False)
+
+    def grouped_population():
+        return vj.fit_population(
+            objectives,
+            params,
+            optimizer,
+            keys,
+            x,
+            groups=groups,
+            **common,
+        )
+
+    def grouped_sequential():
+        return [
+            vj.fit(objectives[g], params, optimizer, keys[r], x, **common)
+            for r, g in enumerate(groups)
+        ]
+
+    return _population_row(
+        f"particle-count sweep K ∈ {{1, 4, 16, 64}} × {per_count} seeds: Normal mean, "
+        f"{SWEEP_STEPS} steps",
+        grouped_population,
+        grouped_sequential,
+        None,
+        notes="population: one vj.fit_population with one IWAE objective per K and "
+        "groups=..., all four groups in one compiled loop; sequential: one vj.fit per run "
+        "(four programs, each compiled once)",
+        runs=len(groups),
+        check=_largest_difference,
+    )
 
 
 def _vae_rows(vj: Any) -> list[harness.Row]:
