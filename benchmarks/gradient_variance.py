@@ -13,7 +13,11 @@ For each small model and each gradient strategy that applies to it, at a fixed p
   draws, and the SE in ``bias_z`` combines both standard errors;
 - ``time_per_sample_s``: the median over ``REPEATS`` timings of the jitted, vmapped batch of
   ``NUM_DRAWS`` draws, divided by ``NUM_DRAWS`` (one sample = one gradient estimate, all of
-  its particles included);
+  its particles included). The batch is vmapped over the keys *and* over ``NUM_DRAWS`` equal
+  copies of the parameters passed in at run time, so no part of an estimate can be computed
+  once outside the batch: an enumerated estimate does not depend on its key, and with one
+  shared parameter XLA computed it once and broadcast it (an earlier version reported
+  0.6 ns per enumerated sample). Rows whose work depends on the key time the same either way;
 - ``variance_x_time``: variance × time per sample, the figure to choose on: the variance of
   an average of estimates bought with a fixed compute budget is proportional to it.
 
@@ -42,6 +46,16 @@ vmapped over keys under ``jit``; strategies chosen with ``vj.with_estimators``):
    structure removed (``objective(...).value``), which scores every ``z_i`` with the whole ELBO;
    measure-valued derivatives (all ten elements moved together: two re-evaluations) and
    enumeration per datum (two evaluations, exact).
+5. A chain of two discrete latents (the model of ``tests/test_enumeration.py``): ``z1 ~
+   Bern(0.4)``, ``z2 | z1 ~ Cat(P[z1])``, ``x ~ N(M[z2], 1)``, ``x = 0.8``; family ``q(z1) =
+   Bern(logits = a)``, ``q(z2 | z1) = Cat(logits = b[z1])``. ELBO (``analytic_kl=False``)
+   with both sites enumerated (six evaluations, exact), both measure-valued, both score
+   function (no baseline, running mean), and ``z1`` enumerated with ``z2`` score function +
+   running mean. (``z1`` enumerated with ``z2`` measure-valued is refused by vijax for now.)
+6. Dirichlet–Categorical (the model of ``tests/test_accept_reject.py``): ``p ~ Dir(1, 2,
+   1.5)``, seven categorical observations; family ``Dir(exp(log_conc))``. ELBO
+   (``analytic_kl=False``) with implicit reparameterization, accept-reject (B = 0, 1), and the
+   score function (no baseline, running mean); the exact gradient in closed form (digamma).
 
 Running-mean baselines are measured at a warmed-up state: ``WARMUP_STEPS`` estimate steps at
 the same parameter, carrying the state, then every draw uses that state.
@@ -229,6 +243,71 @@ def plate_exact_elbo(params, x):
 
 
 # --------------------------------------------------------------------------------------------
+# 5. A chain of two discrete latents (as in tests/test_enumeration.py)
+
+CHAIN_P = jnp.array([[0.6, 0.3, 0.1], [0.1, 0.3, 0.6]])
+CHAIN_M = jnp.array([-1.0, 0.5, 2.0])
+CHAIN_X = jnp.array(0.8)
+CHAIN_PARAMS = {"a": jnp.array(0.3), "b": jnp.array([[0.2, -0.1, 0.4], [-0.3, 0.5, 0.0]])}
+
+
+def chain_model(x):
+    """``z1 ~ Bern(0.4)``, ``z2 | z1 ~ Cat(P[z1])``, ``x ~ N(M[z2], 1)``."""
+    z1 = vj.sample("z1", dist.Bernoulli(0.4))
+    z2 = vj.sample("z2", dist.Categorical(CHAIN_P[z1.astype(jnp.int32)]))
+    vj.sample("x", dist.Normal(CHAIN_M[z2], 1.0), obs=x)
+
+
+def chain_family(params, x):
+    """``q(z1) = Bern(logits = a)``, ``q(z2 | z1) = Cat(logits = b[z1])``."""
+    z1 = vj.sample("z1", dist.Bernoulli(logits=params["a"]))
+    vj.sample("z2", dist.Categorical(logits=params["b"][z1.astype(jnp.int32)]))
+
+
+def chain_exact_elbo(params, x):
+    """The ELBO summed over the six values of ``(z1, z2)``."""
+    total = 0.0
+    for z1, z2 in itertools.product((0, 1), (0, 1, 2)):
+        log_q = dist.Bernoulli(logits=params["a"]).log_prob(z1) + dist.Categorical(
+            logits=params["b"][z1]
+        ).log_prob(z2)
+        log_p = (
+            dist.Bernoulli(0.4).log_prob(z1)
+            + dist.Categorical(CHAIN_P[z1]).log_prob(z2)
+            + dist.Normal(CHAIN_M[z2], 1.0).log_prob(x)
+        )
+        total = total + jnp.exp(log_q) * (log_p - log_q)
+    return total
+
+
+# --------------------------------------------------------------------------------------------
+# 6. Dirichlet–Categorical (as in tests/test_accept_reject.py)
+
+CATEGORIES = jnp.array([0, 2, 2, 1, 2, 0, 2])
+PRIOR_CONC = jnp.array([1.0, 2.0, 1.5])
+D_PARAMS = {"log_conc": jnp.array([-0.9, 0.2, 1.1])}
+
+
+def dirichlet_categorical_model(x):
+    probs = vj.sample("probs", dist.Dirichlet(PRIOR_CONC))
+    with vj.plate("data", x.shape[0]):
+        vj.sample("x", dist.Categorical(probs), obs=x)
+
+
+def dirichlet_family(params, x):
+    vj.sample("probs", dist.Dirichlet(jnp.exp(params["log_conc"])))
+
+
+def dirichlet_categorical_exact_elbo(params, x):
+    """``E[log Dir(p; α₀)] + Σ_i E[log p_{x_i}] + H(q)``, ``E[log p_k] = ψ(a_k) − ψ(Σ a)``."""
+    conc = jnp.exp(params["log_conc"])
+    mean_log = digamma(conc) - digamma(conc.sum())
+    prior = gammaln(PRIOR_CONC.sum()) - gammaln(PRIOR_CONC).sum()
+    prior = prior + jnp.sum((PRIOR_CONC - 1.0) * mean_log)
+    return prior + jnp.sum(mean_log[x]) + dist.Dirichlet(conc).entropy()
+
+
+# --------------------------------------------------------------------------------------------
 # Cases
 
 
@@ -325,6 +404,39 @@ def cases() -> list[Case]:
         analytic_kl=True,
     )
 
+    chain = dict(
+        model="chain z1 → z2",
+        params=CHAIN_PARAMS,
+        args=(CHAIN_X,),
+        objective_name="elbo",
+        exact=_exact(chain_exact_elbo, CHAIN_PARAMS, CHAIN_X),
+        reference="enumeration (6 values)",
+        num_particles=1,
+        analytic_kl=False,
+    )
+
+    def chain_case(label, strategies, warm_up=False):
+        family = vj.with_estimators(chain_family, strategies)
+        objective = vj.elbo(chain_model, family, analytic_kl=False)
+        return Case(estimator=label, objective=objective, warm_up=warm_up, **chain)
+
+    dirichlet = dict(
+        model="dirichlet-categorical",
+        params=D_PARAMS,
+        args=(CATEGORIES,),
+        objective_name="elbo",
+        exact=_exact(dirichlet_categorical_exact_elbo, D_PARAMS, CATEGORIES),
+        reference="digamma closed form",
+        num_particles=1,
+        analytic_kl=False,
+    )
+
+    def dirichlet_case(label, strategy, **kw):
+        family = vj.with_estimators(dirichlet_family, {"probs": strategy})
+        objective = vj.elbo(dirichlet_categorical_model, family, analytic_kl=False)
+        return Case(estimator=label, objective=objective, **dirichlet, **kw)
+
+    both = lambda strategy: {"z1": strategy, "z2": strategy}  # noqa: E731
     return [
         nn_elbo_case("reparameterized", vj.reparameterized()),
         nn_elbo_case("reparameterized, closed-form KL", vj.reparameterized(), analytic_kl=True),
@@ -421,6 +533,26 @@ def cases() -> list[Case]:
             ),
             **plate,
         ),
+        chain_case("enumeration (both)", both(vj.enumeration())),
+        chain_case("measure-valued (both)", both(vj.mvd())),
+        chain_case("score function (both)", both(vj.score_function())),
+        chain_case(
+            "score function + running mean (both)",
+            both(vj.score_function(vj.running_mean())),
+            warm_up=True,
+        ),
+        chain_case(
+            "enumeration z1, score function + running mean z2",
+            {"z1": vj.enumeration(), "z2": vj.score_function(vj.running_mean())},
+            warm_up=True,
+        ),
+        dirichlet_case("implicit", vj.implicit()),
+        dirichlet_case("accept-reject B=0", vj.accept_reject(boost=0)),
+        dirichlet_case("accept-reject B=1", vj.accept_reject(boost=1)),
+        dirichlet_case("score function", vj.score_function()),
+        dirichlet_case(
+            "score function + running mean", vj.score_function(vj.running_mean()), warm_up=True
+        ),
     ]
 
 
@@ -453,18 +585,25 @@ def measure(case: Case, index: int) -> harness.Row:
     state = warmed_up_state(estimator, case)
 
     @jax.jit
-    def draws(params, state, keys, *args):
-        def one(key):
+    def draws(params_batch, state, keys, *args):
+        def one(params, key):
             _, grads, _ = estimator.estimate(params, state, key, *args)
             return _flat(grads)
 
-        return jax.vmap(one)(keys)
+        return jax.vmap(one)(params_batch, keys)
 
     keys = jax.random.split(jax.random.key(SEED + index), NUM_DRAWS)
+    # One copy of the parameters per draw, passed in at run time: XLA cannot see that the
+    # copies are equal, so no part of an estimate (all of it, for an enumeration, whose
+    # estimate does not depend on the key) can be computed once and broadcast.
+    params_batch = jax.tree.map(
+        lambda leaf: jnp.array(jnp.broadcast_to(leaf, (NUM_DRAWS, *jnp.shape(leaf)))),
+        case.params,
+    )
     compile_start = time.perf_counter()
-    g = harness.block(draws(case.params, state, keys, *case.args))
+    g = harness.block(draws(params_batch, state, keys, *case.args))
     first_call_s = time.perf_counter() - compile_start
-    times = harness.time_call(draws, case.params, state, keys, *case.args, repeats=REPEATS)
+    times = harness.time_call(draws, params_batch, state, keys, *case.args, repeats=REPEATS)
     g = np.asarray(g, dtype=np.float64)
     mean = g.mean(0)
     se = g.std(0, ddof=1) / np.sqrt(NUM_DRAWS)
@@ -557,7 +696,11 @@ def markdown(rows: list[harness.Row], env: dict[str, Any]) -> str:
         "",
         "- Normal–Normal ELBO rows use the Monte Carlo entropy (`analytic_kl=False`) except the "
         "one marked closed-form KL; Bernoulli and plate rows use vijax's default "
-        "(`analytic_kl=True`); Gamma–Poisson rows `analytic_kl=False`.",
+        "(`analytic_kl=True`); Gamma–Poisson, chain and Dirichlet–Categorical rows "
+        "`analytic_kl=False`.",
+        f"- Time: the batch is vmapped over the keys and over {NUM_DRAWS:,} copies of the "
+        "parameters passed in at run time, so no row's work (an enumeration's, which does not "
+        "depend on the key) can be computed once and broadcast.",
         "- Running-mean rows: the state after "
         f"{WARMUP_STEPS} estimate steps at the same parameter, held fixed for every draw.",
         "- RWS's wake-φ direction is not the gradient of a bound: no bias is reported.",
@@ -577,7 +720,7 @@ def plot(rows: list[harness.Row], path: Any) -> None:
 
     fig, ax = plt.subplots(figsize=(11, 7.5))
     models = list(dict.fromkeys(row.extra["model"] for row in rows))
-    markers = dict(zip(models, "osD^v", strict=False))
+    markers = dict(zip(models, "osD^vPX*", strict=False))
     colors = dict(zip(models, plt.rcParams["axes.prop_cycle"].by_key()["color"], strict=False))
     for model in models:
         picked = [row for row in rows if row.extra["model"] == model]
