@@ -523,3 +523,56 @@ def test_learned_baseline_is_unbiased_and_regresses_on_the_signal():
     assert_unbiased(mean[:1], se[:1], [exact_elbo + 1.0], label="learned baseline, b")
     with pytest.raises(ValueError, match="callable"):
         vj.learned(3.0)
+
+
+def test_vimco_learning_signal_has_the_leave_one_out_form():
+    # One key, K = 4 Normal particles on the score function. Read the particles back (particle k
+    # draws with split(key, K)[k], as the objective does, checked through the value), then
+    # compare vijax's estimate with the hand-written surrogate of Mnih & Rezende (2016):
+    #   Σ_k ⊥(L(W) − L(W_{−k})) log q(z_k) + L(W),   L(W) = log (1/K) Σ_j exp W_j,
+    # W_{−k} = W with W_k replaced by the mean of the other W_j (a geometric mean of weights).
+    num = 4
+    key = jax.random.key(11)
+    objective = vj.vimco(nn_model, nn_family, num)
+    value, grads = jax.jit(vj.value_and_grad_estimate(objective))(NN_PARAMS, key, X_NN)
+    family = vj.with_estimators(nn_family, default=vj.score_function(vj.leave_one_out()))
+
+    def draw(particle_key):
+        traces = vj.objectives.importance_traces(
+            nn_model, family, NN_PARAMS, particle_key, (X_NN,), {}
+        )
+        return traces[1]["z"]["value"]
+
+    z = jax.jit(jax.vmap(draw))(jax.random.split(key, num))
+
+    def log_q(params):
+        scale = jnp.exp(params["log_scale"])
+        return (
+            -0.5 * ((z - params["loc"]) / scale) ** 2 - jnp.log(scale) - 0.5 * jnp.log(2 * jnp.pi)
+        )
+
+    log_p = -0.5 * z**2 - 0.5 * jnp.sum((X_NN - z[:, None]) ** 2, 1) - 2 * jnp.log(2 * jnp.pi)
+
+    def lme(w):
+        return jax.nn.logsumexp(w) - jnp.log(w.shape[0])
+
+    def surrogate(params, advantage):
+        w = log_p - log_q(params)
+        return jnp.sum(jax.lax.stop_gradient(advantage(w)) * log_q(params)) + lme(w)
+
+    def vimco_advantage(w):
+        others = (jnp.sum(w) - w) / (num - 1)
+        return lme(w) - jnp.array([lme(w.at[k].set(others[k])) for k in range(num)])
+
+    np.testing.assert_allclose(value, lme(log_p - log_q(NN_PARAMS)), rtol=1e-5)
+    expected = _flat(jax.jit(jax.grad(surrogate), static_argnums=1)(NN_PARAMS, vimco_advantage))
+    np.testing.assert_allclose(_flat(grads), expected, rtol=1e-4, atol=1e-5)
+    # the check can tell: without the leave-one-out term, or leaving particle k out of the mean
+    # instead of replacing it, the gradient is visibly different
+    wrong = {
+        "no baseline": lambda w: jnp.full(num, lme(w)),
+        "dropped": lambda w: lme(w) - jnp.array([lme(jnp.delete(w, k)) for k in range(num)]),
+    }
+    for name, advantage in wrong.items():
+        other = _flat(jax.jit(jax.grad(surrogate), static_argnums=1)(NN_PARAMS, advantage))
+        assert np.max(np.abs(other - expected)) > 1e-2, name  # 100 times the tolerance

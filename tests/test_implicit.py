@@ -84,3 +84,22 @@ def test_implicit_refuses_a_normal_site():
 
     with pytest.raises(ValueError, match="site 'rate': implicit"):
         vj.grad_estimate(vj.elbo(gamma_poisson_model, family))(PARAMS, jax.random.key(0), COUNTS)
+
+
+@pytest.mark.slow
+def test_implicit_dirichlet_gives_the_exact_elbo_gradient():
+    # imported here: test_accept_reject imports this module's models at its top
+    from tests.test_accept_reject import (
+        CATEGORIES,
+        DIRICHLET_PARAMS,
+        dirichlet_categorical_exact_elbo,
+        dirichlet_categorical_model,
+        dirichlet_family,
+    )
+
+    family = vj.with_estimators(dirichlet_family, {"probs": vj.implicit()})
+    objective = vj.elbo(dirichlet_categorical_model, family, analytic_kl=False)
+    mean, se, _ = mc_gradient(objective, DIRICHLET_PARAMS, CATEGORIES, n=20_000)
+    exact = _flat(jax.grad(dirichlet_categorical_exact_elbo)(DIRICHLET_PARAMS, CATEGORIES))
+    assert np.all(se < 0.05 * np.abs(exact)), "too noisy to test anything"
+    assert_unbiased(mean, se, exact, label="implicit dirichlet")
