@@ -110,7 +110,7 @@ def test_per_datum_iwae_is_the_mean_log_weight_bound_of_each_datum():
     def value_and_reference(model):
         # on a minibatch of 3 from 30 images (model 2) the sum is scaled by 10, not the
         # weights inside the log
-        value = vae.per_datum_iwae(model.model, model.family, 4)(TINY_PARAMS, key, TINY_X)
+        value = vae.per_datum_iwae(model.model, model.family, 4)(TINY_PARAMS, key, TINY_X).value
         log_w = vae.per_datum_log_weights(model.model, model.family, TINY_PARAMS, key, 4, TINY_X)
         return value, jnp.sum(jax.nn.logsumexp(log_w, axis=0) - jnp.log(4.0))
 
@@ -183,7 +183,7 @@ def test_iwae_bounds_rise_with_k_above_the_elbo_on_a_trained_model(trained):
     estimates = {}
     for k in (1, 5, 20):
         objective = vae.per_datum_iwae(evaluated.model, evaluated.family, k)
-        values = jax.jit(jax.vmap(lambda key, o=objective: o(params, key, x)))(keys)
+        values = jax.jit(jax.vmap(lambda key, o=objective: o(params, key, x).value))(keys)
         estimates[k] = np.asarray(values, np.float64) / x.shape[0]  # per image
     elbo = jax.jit(
         jax.vmap(lambda key: vj.elbo(evaluated.model, evaluated.family)(params, key, x).value)

@@ -100,15 +100,22 @@ class _Coupled:
     """``c · (1/β) log (1/K) Σ_k exp(β W_k)`` over the particle axis ``axis`` (``W``: ``(K,)``).
 
     ``β = power``: 1 is the importance-weighted bound, ``1 − α`` the Rényi bound; ``c = scale``
-    (−1 for CUBO, which is minimized).
+    (−1 for CUBO, which is minimized). With ``plates`` the block is one bound per element of
+    those plates, summed: ``W`` is ``(K, *plate sizes)`` and elements couple only their own
+    particles (the per-datum IWAE of Burda et al.).
     """
 
     axis: str
     power: float = 1.0
     scale: float = 1.0
+    plates: tuple[str, ...] = ()
+
+    def per_element(self, log_weights):
+        """The bound of every plate element (a scalar without plates)."""
+        return self.scale * _coupled_value(log_weights, self.power)
 
     def value(self, log_weights):
-        return self.scale * _coupled_value(log_weights, self.power)
+        return jnp.sum(self.per_element(log_weights))
 
 
 @jax.tree_util.register_pytree_node_class
@@ -238,8 +245,8 @@ class Terms:
         axes, shape = record.axes, jnp.shape(record.log_prob)
         total = jnp.zeros(shape)
         for array, kind in zip(self.arrays, self.kinds):
-            if isinstance(kind, _Coupled):
-                total = total + kind.value(array)
+            if isinstance(kind, _Coupled):  # each element's block, on the site's plates
+                total = total + _align(kind.per_element(array), kind.plates, axes)
             else:
                 total = total + _align(array, kind.axes, axes)
         particle_axes = [a for a in axes if a.startswith(PARTICLE_AXIS_PREFIX)]
@@ -267,11 +274,8 @@ class Terms:
                         f"site {record.name!r}: leave_one_out over {axis!r} cannot handle a "
                         f"coupled block over {kind.axis!r}"
                     )
-                shape = [1] * len(record.axes)
-                shape[position] = num
-                advantage = advantage + kind.scale * _vimco_advantage(array, kind.power).reshape(
-                    shape
-                )
+                part = kind.scale * _vimco_advantage(array, kind.power)
+                advantage = advantage + _align(part, (kind.axis, *kind.plates), record.axes)
             elif kind.opaque:
                 raise ValueError(
                     f"site {record.name!r}: leave_one_out needs per-particle structure, but the "
@@ -286,16 +290,25 @@ class Terms:
 
 
 def _coupled_value(log_weights, power=1.0):
+    """``(1/β) log (1/K) Σ_k exp(β W_k)`` along the leading (particle) axis of ``W``."""
     num = log_weights.shape[0]
-    return (jax.nn.logsumexp(power * log_weights) - jnp.log(num)) / power
+    return (jax.nn.logsumexp(power * log_weights, axis=0) - jnp.log(num)) / power
+
+
+def _replace_rows(base, rows):
+    """``(K, K, ...)``: for each ``k``, ``base`` with its row ``k`` replaced by ``rows[k]``."""
+    num = base.shape[0]
+    eye = jnp.eye(num, dtype=bool).reshape((num, num) + (1,) * (base.ndim - 1))
+    return jnp.where(eye, rows[:, None], base[None])
 
 
 def _vimco_advantage(log_weights, power=1.0):
-    """``f(W) − f(W with W_k := mean_{j≠k} W_j)`` (Mnih & Rezende 2016's VIMCO for ``f``)."""
+    """``f(W) − f(W with W_k := mean_{j≠k} W_j)`` (Mnih & Rezende 2016's VIMCO for ``f``),
+    per trailing (plate) element of ``W``."""
     num = log_weights.shape[0]
     full = _coupled_value(log_weights, power)
-    others_mean = (jnp.sum(log_weights) - log_weights) / (num - 1)
-    replaced = jnp.where(jnp.eye(num, dtype=bool), others_mean[:, None], log_weights[None, :])
+    others_mean = (jnp.sum(log_weights, axis=0) - log_weights) / (num - 1)
+    replaced = _replace_rows(log_weights, others_mean)
     return full - jax.vmap(lambda w: _coupled_value(w, power))(replaced)
 
 
@@ -553,7 +566,12 @@ def particle_mean(fn: Callable, key, num_particles: int, *per_particle) -> Terms
 
 
 def particle_log_mean_exp(
-    fn: Callable, key, num_particles: int, *per_particle, power: float = 1.0
+    fn: Callable,
+    key,
+    num_particles: int,
+    *per_particle,
+    power: float = 1.0,
+    plate: str | None = None,
 ) -> Terms:
     r"""``(1/β) log (1/K) Σ_k exp(β W_k)`` with ``W_k = fn(key_k)`` and ``β = power``.
 
@@ -563,10 +581,32 @@ def particle_log_mean_exp(
     The value couples the particles, so a score-function site's learning signal is the whole
     value; with the leave-one-out baseline it is VIMCO's (Mnih & Rezende 2016). Arrays in
     ``per_particle`` (leading axis ``K``) are passed to particle ``k`` as ``fn(key_k, *row_k)``.
+
+    With ``plate`` the bound is taken per element of that plate and summed,
+    ``Σ_i (1/β) log (1/K) Σ_k exp(β W_{ik})``, where ``W_{ik}`` collects particle ``k``'s terms
+    of element ``i`` (every term must lie in the plate): the per-datum IWAE of Burda et al.
+    (2016). Each element's particles couple only among themselves, so a score site of datum
+    ``i`` gets datum ``i``'s block as its signal (Rao-Blackwellized per datum), leave-one-out
+    is VIMCO per datum, and measure-valued sites perturb all data at once.
     """
     if power == 0:
         raise ValueError("particle_log_mean_exp: power must be nonzero (use particle_mean)")
     stacked, axis = _particles(fn, key, num_particles, per_particle)
+    if plate is not None:
+        log_weights = None
+        for array, kind in zip(stacked.arrays, stacked.kinds):
+            if isinstance(kind, _Coupled) or plate not in kind.axes:
+                what = "a nested coupled block" if isinstance(kind, _Coupled) else "a term"
+                raise ValueError(
+                    f"particle_log_mean_exp: {what} with axes "
+                    f"{getattr(kind, 'axes', ())} is not inside plate {plate!r}; a per-element "
+                    "bound needs every term of a particle inside that plate"
+                )
+            per = jax.vmap(lambda a, kind=kind: _align(a, kind.axes, (plate,)))(array)
+            log_weights = per if log_weights is None else log_weights + per
+        if log_weights is None:
+            raise ValueError("particle_log_mean_exp: the particle returned no terms")
+        return Terms((log_weights,), (_Coupled(axis, float(power), plates=(plate,)),))
     log_weights = jnp.zeros((num_particles,))
     for array, kind in zip(stacked.arrays, stacked.kinds):
         if isinstance(kind, _Coupled):  # a nested block: one number per outer particle
@@ -628,12 +668,9 @@ def _local_signal(base: Terms, forced: Terms, layout: tuple) -> jax.Array:
     total = jnp.zeros([1] * len(layout))
     for b, f, kind in zip(base.arrays, forced.arrays, base.kinds):
         if isinstance(kind, _Coupled) and kind.axis in layout:
-            num = b.shape[0]
-            replaced = jnp.where(jnp.eye(num, dtype=bool), f[None, :], b[None, :])
-            values = jax.vmap(kind.value)(replaced)
-            shape = [1] * len(layout)
-            shape[layout.index(kind.axis)] = num
-            total = total + values.reshape(shape)
+            # particle k's weights replaced, every plate element's block recomputed
+            values = jax.vmap(kind.per_element)(_replace_rows(b, f))
+            total = total + _align(values, (kind.axis, *kind.plates), layout)
         elif isinstance(kind, _Coupled):
             total = total + kind.value(f)
         else:
@@ -665,9 +702,18 @@ def _measure_valued_term(site: _LocalSite, base: Terms, evaluate: Callable) -> j
     elif any(isinstance(kind, _Coupled) and kind.axis in layout for kind in base.kinds):
         # a coupled block sums each particle's plate elements into one weight before coupling
         # them: plate elements of one particle are not separable there, so perturb them one
-        # at a time (particle axes stay: the block is re-scored particle by particle)
+        # at a time (particle axes stay: the block is re-scored particle by particle), unless
+        # the block couples each element of that plate separately (a per-datum block)
+        separate = set.intersection(
+            *[
+                set(kind.plates)
+                for kind in base.kinds
+                if isinstance(kind, _Coupled) and kind.axis in layout
+            ]
+        )
         layout = tuple(
-            a if a is None or a.startswith(PARTICLE_AXIS_PREFIX) else None for a in layout
+            a if a is None or a.startswith(PARTICLE_AXIS_PREFIX) or a in separate else None
+            for a in layout
         )
     alternatives = [v for c in site.extra for v in (c.plus, c.minus) if v is not None]
     masks = _element_masks(shape, layout)

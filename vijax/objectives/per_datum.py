@@ -12,10 +12,12 @@ which needs the per-datum log-weights ``log w_{ik}``. Both programs are run once
 over data.
 
 - :func:`per_datum_iwae`: the bound above (``K = 1``: the Monte Carlo ELBO, no closed-form KL).
-  Its gradient is pathwise for reparameterized sites; score-function sites are honoured too,
-  with the whole bound as their learning signal (unbiased, not Rao-Blackwellized; prefer
-  ``vj.vimco`` or the ELBO for discrete latents). Enumerated and measure-valued sites are
-  refused: their re-evaluations would need the per-datum coupling exposed to the estimator.
+  It is a per-datum coupled block (:func:`vijax.particle_log_mean_exp` with ``plate=``), so
+  every gradient strategy sees the per-datum structure: reparameterized sites are pathwise; a
+  score-function site of datum ``i`` has datum ``i``'s bound as its learning signal, and with
+  ``vj.leave_one_out()`` its VIMCO advantage within datum ``i`` (VIMCO per datum, Mnih &
+  Rezende 2016); measure-valued sites perturb every datum's element at once. Enumeration is
+  refused (each datum's particles would have to be enumerated jointly).
 - :func:`per_datum_iwae_dreg`: the same bound with doubly reparameterized gradients (Tucker et
   al. 2019): ``∇_φ L_K = Σ_i E[Σ_k w̃_{ik}² ∂ log w_{ik}/∂z_{ik} · ∂z_{ik}/∂φ]``,
   ``w̃_{ik} = w_{ik} / Σ_j w_{ij}``. Every family site takes the path strategy (``log q`` with
@@ -24,9 +26,8 @@ over data.
   while the model's parameters keep ``w̃``. (``vj.iwae_dreg`` scales the family's parameters,
   which works for one coupled block but not per datum.)
 
-The particles are coupled within each datum only, so the estimator sees them as one opaque
-value per particle; a per-plate coupled block in :mod:`vijax.objectives.expectation` would let
-enumeration and measure-valued derivatives run inside these bounds too.
+The particles are coupled within each datum only: the estimator sees one coupled block per
+datum (the plate's minibatch scale ``N / B`` multiplies the block).
 
 Example:
     >>> import jax, jax.numpy as jnp
@@ -56,14 +57,13 @@ from numpyro.primitives import Messenger
 
 from vijax.core import block, site_axes, site_log_prob
 from vijax.estimators import (
-    MeasureValued,
     path,
     site_strategy,
     stops_density_gradient,
     with_estimators,
 )
 from vijax.estimators.strategies import Enumerate
-from vijax.objectives.expectation import Terms, particle_mean
+from vijax.objectives.expectation import Terms, particle_log_mean_exp
 from vijax.objectives.gradients import scale_gradient
 from vijax.objectives.programs import importance_traces
 
@@ -117,10 +117,8 @@ def per_datum_log_weight(
     """One particle's ``log w_i = log p(x_i, z_i) − log q(z_i | x_i)`` for every datum ``i`` of
     ``plate``.
 
-    With ``objective`` (a name for messages) the family's sites must not be enumerated or
-    measure-valued: their re-evaluations would need per-particle, per-datum structure that a
-    per-datum bound does not expose to the estimator (it would perturb a site's elements
-    together and read the coupled total).
+    With ``objective`` (a name for messages) the family's sites must not be enumerated (each
+    datum's particles would have to be enumerated jointly).
 
     Returns:
       ``(log_weights, scale)``: an array ``(B,)`` (unscaled by the minibatch factor) and the
@@ -129,14 +127,12 @@ def per_datum_log_weight(
     model_trace, family_trace = importance_traces(model, family, params, key, args, kwargs)
     if objective:
         for name, site in family_trace.items():
-            if site["type"] == "sample" and isinstance(
-                site_strategy(site), MeasureValued | Enumerate
-            ):
+            if site["type"] == "sample" and isinstance(site_strategy(site), Enumerate):
                 raise ValueError(
-                    f"{objective}: site {name!r} uses {site_strategy(site).name}, which this "
-                    "per-datum bound cannot support (its coupled particles are one opaque "
-                    "value to the estimator); use vj.score_function(...) here, vj.vimco, or "
-                    "that strategy with vj.elbo"
+                    f"{objective}: site {name!r} uses {site_strategy(site).name}, which a "
+                    "multi-particle bound cannot support (each datum's particles would have to "
+                    "be enumerated jointly); use vj.mvd() or vj.score_function(vj.leave_one_out()) "
+                    "here, or enumeration with vj.elbo"
                 )
     scale = _plate_scale(family_trace, plate)
     latents = [n for n, s in family_trace.items() if s["type"] == "sample" and not s["is_observed"]]
@@ -167,17 +163,6 @@ def _check_particles(name: str, num_particles) -> int:
     return num_particles
 
 
-def _bound(log_w, scale, num_particles):
-    per_datum = jax.nn.logsumexp(log_w, axis=0) - jnp.log(num_particles)
-    return scale * jnp.sum(per_datum)
-
-
-def _stacked(terms: Terms, num_particles: int):
-    """The ``(K, B)`` array of a :func:`vijax.particle_mean` of one ``(B,)`` term per particle."""
-    (array,) = terms.arrays
-    return array * num_particles
-
-
 @dataclass(frozen=True)
 class PerDatumIWAE:
     """The per-datum importance-weighted bound (see :func:`per_datum_iwae`)."""
@@ -204,8 +189,8 @@ class PerDatumIWAE:
             scales.append(scale)
             return Terms.term(log_w, (self.plate,))
 
-        stacked = _stacked(particle_mean(one, key, self.num_particles), self.num_particles)
-        return _bound(stacked, scales[0], self.num_particles)
+        bound = particle_log_mean_exp(one, key, self.num_particles, plate=self.plate)
+        return bound * scales[0]  # a Python float: the coupled block keeps its structure
 
 
 def per_datum_iwae(
@@ -261,7 +246,7 @@ class PerDatumIWAEDReG:
     def __call__(self, params, key, *args, **kwargs):
         family = with_estimators(self.family, default=path())
         num = self.num_particles
-        keys = jax.random.split(key, num)  # the keys particle_mean gives its particles
+        keys = jax.random.split(key, num)  # the keys particle_log_mean_exp gives its particles
         with block():  # a first pass for the normalized weights, hidden from the estimator
             first = jax.vmap(
                 lambda k: per_datum_log_weight(
@@ -286,8 +271,8 @@ class PerDatumIWAEDReG:
             scales.append(scale)
             return Terms.term(log_w, (self.plate,))
 
-        stacked = _stacked(particle_mean(one, key, num, normalized), num)
-        return _bound(stacked, scales[0], num)
+        bound = particle_log_mean_exp(one, key, num, normalized, plate=self.plate)
+        return bound * scales[0]
 
 
 def per_datum_iwae_dreg(
