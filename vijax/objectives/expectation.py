@@ -431,8 +431,9 @@ class _Estimation(Messenger):
         else:
             draw(msg, strategy)
         self._draws.append(frozenset(frame.name for frame in msg["cond_indep_stack"]))
-        if strategy.uses_score:
+        if strategy.uses_score or local:  # log q is read again by the objective's terms
             msg[LOG_PROB_CACHE] = {}  # shared with the trace's copy of this site
+        if strategy.uses_score:
             self._pending.append((len(self._draws) - 1, msg, strategy))
         if local:
             self._local.append((len(self._draws) - 1, msg, strategy, *self._local_extra(msg)))
