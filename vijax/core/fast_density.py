@@ -13,9 +13,12 @@ parameters the same numbers are
 
     −½ Σ_e ((x_e − μ_e) · σ_e⁻¹)² − Σ_e (log σ_e + ½ log 2π)          (Normal)
     y · ℓ − softplus(ℓ)                                                 (Bernoulli, logits ℓ)
+    ℓ_k − logsumexp_j ℓ_j                                               (Categorical, logits ℓ)
 
 with ``σ⁻¹`` and the normalizer on the parameters' shape (folded away when ``σ`` is a
-constant): what a hand-written likelihood costs. :func:`log_prob` returns ``fn.log_prob(value)``
+constant), and a Categorical's table normalized at the logits' shape and gathered without
+first broadcasting it to the value's (a probs-Categorical gathers ``log p`` the same way):
+what a hand-written likelihood costs. :func:`log_prob` returns ``fn.log_prob(value)``
 (same shape; same value up to floating-point reassociation for finite parameters and values in
 the support) and falls back to NumPyro for every other distribution. Outside the support the
 rules do not check: a value at ``±inf`` gives ``nan`` (which ``vj.fit`` reports), and a
@@ -31,6 +34,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -83,7 +87,36 @@ def _bernoulli_logits(fn, value, event_dims: int):
     return jnp.sum(out, axis=tuple(range(-event_dims, 0))) if event_dims else out
 
 
-_RULES = {npd.Normal: _normal, npd.BernoulliLogits: _bernoulli_logits}
+def _categorical(fn, value, event_dims: int, *, normalize: bool):
+    """Categorical log-mass ``ℓ_v − logsumexp(ℓ)``, normalized at the parameters' shape.
+
+    NumPyro broadcasts the normalized logits to the value's batch shape before gathering, so
+    a shared ``(C,)`` table scored at ``B`` values costs a ``(B, C)`` array forward and a
+    scatter-add into it backward. Here the table keeps its own shape (size-1 batch axes where
+    the value has more) and ``take_along_axis`` gathers through them.
+    """
+    value = jnp.asarray(value)
+    if not jnp.issubdtype(value.dtype, jnp.integer):
+        return None
+    logits = fn.logits
+    log_pmf = (
+        logits - jax.scipy.special.logsumexp(logits, axis=-1, keepdims=True)
+        if normalize
+        else logits
+    )
+    full = jnp.broadcast_shapes(jnp.shape(value), tuple(fn.batch_shape))
+    log_pmf = jnp.reshape(log_pmf, (1,) * (len(full) - (log_pmf.ndim - 1)) + log_pmf.shape)
+    index = jnp.broadcast_to(value, full)[..., None]
+    out = jnp.take_along_axis(log_pmf, index, axis=-1)[..., 0]
+    return jnp.sum(out, axis=tuple(range(-event_dims, 0))) if event_dims else out
+
+
+_RULES = {
+    npd.Normal: _normal,
+    npd.BernoulliLogits: _bernoulli_logits,
+    npd.CategoricalLogits: functools.partial(_categorical, normalize=True),
+    npd.CategoricalProbs: functools.partial(_categorical, normalize=False),
+}
 
 
 def log_prob(fn, value):
@@ -95,6 +128,8 @@ def log_prob(fn, value):
     if rule is None:
         return fn.log_prob(value)
     out = rule(inner, value, event_dims)
+    if out is None:  # the rule declined (a value it does not handle)
+        return fn.log_prob(value)
     shape = jnp.broadcast_shapes(
         tuple(outer.batch_shape), jnp.shape(value)[: max(jnp.ndim(value) - outer.event_dim, 0)]
     )

@@ -47,17 +47,18 @@ def importance_traces(model, family, params, key, args, kwargs):
     family must be a site of the model; a mismatch (usually a typo) is a ``ValueError``.
     """
     model_params, family_params = _split_params(params)
-    # The family draws from ``key`` (its seed handler splits it per site); the model, whose
-    # latents are replayed, rarely needs a key, and an unused fold_in compiles away.
-    family_key, model_key = key, jax.random.fold_in(key, 1)
-    family_trace = handlers.trace(handlers.seed(family, family_key)).get_trace(
-        family_params, *args, **kwargs
-    )
-    family_trace = _with_path_densities(
-        family, family_trace, family_params, family_key, args, kwargs
-    )
+    # One stream per particle: the family's n-th keyed message (a draw, a subsample) gets
+    # fold_in(key, n), and the model, whose latents are replayed and take no key, continues
+    # the count. A fold_in per message, not NumPyro's split per message: under vmap over
+    # particles and runs the batched splits cost more than the draws.
+    family_seed = handlers.fold_in_seed(rng_seed=key)
+    with family_seed:
+        family_trace = handlers.trace(family).get_trace(family_params, *args, **kwargs)
+    family_trace = _with_path_densities(family, family_trace, family_params, key, args, kwargs)
     model_trace = handlers.trace(
-        handlers.seed(handlers.replay(model, family_trace), model_key)
+        handlers.fold_in_seed(
+            handlers.replay(model, family_trace), rng_seed=key, start=family_seed.count
+        )
     ).get_trace(*model_params, *args, **kwargs)
     family_latents = {n for n, s in family_trace.items() if _is_latent(s)}
     model_latents = {n for n, s in model_trace.items() if _is_latent(s)}
@@ -92,7 +93,7 @@ def _with_path_densities(family, family_trace, family_params, key, args, kwargs)
         return family_trace
     values = {name: site["value"] for name, site in family_trace.items() if _is_latent(site)}
     stopped = handlers.trace(
-        handlers.seed(handlers.substitute(family, data=values), key)
+        handlers.fold_in_seed(handlers.substitute(family, data=values), rng_seed=key)
     ).get_trace(jax.lax.stop_gradient(family_params), *args, **kwargs)
     family_trace = dict(family_trace)
     for name in path_sites:
