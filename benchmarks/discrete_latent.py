@@ -139,7 +139,7 @@ import numpyro.distributions as dist
 import optax
 from numpyro.infer import SVI, TraceGraph_ELBO
 
-from benchmarks import harness
+from benchmarks import harness, steps
 
 NAME = "discrete_latent"
 NUM_COMPONENTS = 10
@@ -254,7 +254,7 @@ def minibatch(x_train: jax.Array, order: jax.Array, step: jax.Array) -> jax.Arra
 def log_joint_table(theta: dict[str, jax.Array], x: jax.Array) -> jax.Array:
     """``log p(x_i, z_i = c)`` for every image and component, shape ``(N, C)``."""
     pixel = theta["pixel_logits"]
-    log_likelihood = x @ pixel.T - jnp.sum(jax.nn.softplus(pixel), axis=1)
+    log_likelihood = x @ pixel.T - jnp.sum(steps.softplus(pixel), axis=1)
     return log_likelihood + jax.nn.log_softmax(theta["mix_logits"])
 
 
@@ -286,7 +286,7 @@ def evaluation(theta, phi, x_train, x_test) -> dict[str, float]:
 
 def _log_likelihood(x: jax.Array, logits: jax.Array) -> jax.Array:
     """``Σ_d log Bernoulli(x_d | sigmoid(l_d))`` as ``x·l − softplus(l)``."""
-    return jnp.sum(x * logits - jax.nn.softplus(logits), axis=-1)
+    return jnp.sum(x * logits - steps.softplus(logits), axis=-1)
 
 
 def hand_score_function_loss(params, key, x, sampler: str = "gumbel") -> tuple:

@@ -96,7 +96,7 @@ def hand_elbo(params: dict, key: jax.Array, x: jax.Array, num_data: int) -> jax.
     loc, log_scale = out[:, :LATENT], out[:, LATENT:]
     z = loc + jnp.exp(log_scale) * jax.random.normal(key, loc.shape)
     logits = _mlp(params, "dec1", "dec2", z)
-    log_lik = jnp.sum(flat * logits - jax.nn.softplus(logits))
+    log_lik = jnp.sum(flat * logits - steps.softplus(logits))
     kl = jnp.sum(0.5 * (loc**2 + jnp.exp(2 * log_scale) - 1.0) - log_scale)
     return num_data / x.shape[0] * (log_lik - kl)
 

@@ -148,3 +148,14 @@ def test_fast_categorical_event_dims_and_float_values_fall_back():
     for score in (fast_density.log_prob, type(plain).log_prob):
         with pytest.raises(TypeError, match="integer"):
             score(plain, jnp.array([1.0, 2.0]))
+
+
+def test_softplus_is_stable_with_the_sigmoid_gradient_everywhere():
+    # the logit-Bernoulli density's softplus: equal to jax.nn.softplus to rounding from
+    # −1e4 to 1e4, and its gradient is sigmoid(x) including at exactly 0 (where max(x, 0)
+    # would give 0 and NumPyro 0.22's Bernoulli gives a wrong gradient)
+    x = jnp.concatenate([jnp.linspace(-30.0, 30.0, 601), jnp.array([-1e4, 0.0, 1e4])])
+    np.testing.assert_allclose(fast_density._softplus(x), jax.nn.softplus(x), rtol=1e-6, atol=1e-7)
+    slope = jax.vmap(jax.grad(fast_density._softplus))(x)
+    np.testing.assert_allclose(slope, jax.nn.sigmoid(x), atol=1e-7)
+    assert float(jax.grad(fast_density._softplus)(0.0)) == 0.5

