@@ -11,11 +11,6 @@ bit for bit.
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import sys
-from pathlib import Path
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -23,9 +18,7 @@ import optax
 import pytest
 
 import vijax as vj
-from tests.test_scaling import COMMON, _environment, _result
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.test_scaling import COMMON, two_processes
 
 
 def _goal_objective(w, key, goal):
@@ -164,37 +157,9 @@ jax.distributed.shutdown()
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_two_processes_checkpoint_and_resume_a_sharded_fit_and_a_population(tmp_path):
-    port = str(_free_port())
-    workers = [
-        subprocess.Popen(
-            [sys.executable, "-c", COMMON + WORKER, str(process), port, str(tmp_path)],
-            env=_environment(2),
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for process in (0, 1)
-    ]
-    outputs = []
-    try:
-        for worker in workers:
-            stdout, stderr = worker.communicate(timeout=420)
-            assert worker.returncode == 0, stderr[-4000:]
-            outputs.append((_result(stdout), stderr))
-    finally:
-        for worker in workers:
-            if worker.poll() is None:
-                worker.kill()
-    (first, bar), (second, quiet) = outputs
+    (first, bar), (second, quiet) = two_processes(COMMON + WORKER, str(tmp_path))
     assert first["processes"] == 2 and first["devices"] == 4
     assert first["fit"] == second["fit"] and first["population"] == second["population"]
     assert "fit:" in bar and "fit:" not in quiet  # one progress bar, on process 0

@@ -282,11 +282,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_processes_on_localhost_train_one_model_together():
+def two_processes(source: str, *args: str) -> list[tuple[dict, str]]:
+    """Run ``source`` as processes 0 and 1 of a ``jax.distributed`` job on localhost (two CPU
+    devices each); ``[(result, stderr)]`` per process. ``sys.argv``: process, port, *args."""
     port = str(_free_port())
     workers = [
         subprocess.Popen(
-            [sys.executable, "-c", COMMON + WORKER, str(process), port],
+            [sys.executable, "-c", source, str(process), port, *args],
             env=_environment(2),
             cwd=ROOT,
             stdout=subprocess.PIPE,
@@ -305,7 +307,11 @@ def test_two_processes_on_localhost_train_one_model_together():
         for worker in workers:
             if worker.poll() is None:
                 worker.kill()
-    (first, bar), (second, quiet) = outputs
+    return outputs
+
+
+def test_two_processes_on_localhost_train_one_model_together():
+    (first, bar), (second, quiet) = two_processes(COMMON + WORKER)
     assert first["processes"] == 2 and first["devices"] == 4
     # both processes hold the same (replicated) parameters and history
     assert first["params"] == second["params"] and first["history"] == second["history"]
