@@ -44,6 +44,20 @@ def _population(directory, num_steps, **kwargs):
     )
 
 
+def _plain_population(num_steps):
+    """The same population without checkpoints, on one device."""
+    return vj.fit_population(
+        _goal_objective,
+        np.zeros(2, np.float32),
+        OPTIMIZER,
+        jax.random.split(jax.random.key(3), 4),
+        GOALS,
+        in_axes=(None, 0),
+        num_steps=num_steps,
+        progress=False,
+    )
+
+
 def test_a_population_resumes_from_its_checkpoint_exactly(tmp_path, capsys):
     def scores(step, params):  # one number per run, and one for the population
         return {"distance": jnp.sum((params - GOALS) ** 2, axis=1), "worst": jnp.max(params)}
@@ -60,16 +74,7 @@ def test_a_population_resumes_from_its_checkpoint_exactly(tmp_path, capsys):
             a, b = jax.random.key_data(a), jax.random.key_data(b)
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     # the same as the plain population (checkpoints change nothing)
-    plain = vj.fit_population(
-        _goal_objective,
-        np.zeros(2, np.float32),
-        OPTIMIZER,
-        jax.random.split(jax.random.key(3), 4),
-        GOALS,
-        in_axes=(None, 0),
-        num_steps=50,
-        progress=False,
-    )
+    plain = _plain_population(50)
     np.testing.assert_array_equal(resumed.params, plain.params)
     # records: steps 15, 20 (the interrupted call's end), 30, 45, 50; per-run values per row
     np.testing.assert_array_equal(resumed.records["step"], [15, 20, 30, 45, 50])
@@ -178,16 +183,7 @@ def test_two_processes_checkpoint_and_resume_a_sharded_fit_and_a_population(tmp_
     # population equals the one-device population
     population = first["population"]
     assert population["resumed_from"] == 20 and population["split"]
-    plain = vj.fit_population(
-        _goal_objective,
-        np.zeros(2, np.float32),
-        OPTIMIZER,
-        jax.random.split(jax.random.key(3), 4),
-        GOALS,
-        in_axes=(None, 0),
-        num_steps=50,
-        progress=False,
-    )
+    plain = _plain_population(50)
     np.testing.assert_allclose(population["saved_params"], plain.params, atol=1e-6)
     np.testing.assert_allclose(population["history"], plain.history, atol=1e-5)
 
