@@ -29,33 +29,21 @@ GOALS = np.arange(8.0, dtype=np.float32).reshape(4, 2)
 OPTIMIZER = optax.adam(0.1)
 
 
+def _inputs():
+    """The population's objective, shared start, optimizer, keys and per-run goals."""
+    keys = jax.random.split(jax.random.key(3), 4)
+    return (_goal_objective, np.zeros(2, np.float32), OPTIMIZER, keys, GOALS)
+
+
 def _population(directory, num_steps, **kwargs):
     return vj.fit_population_with_checkpoints(
-        _goal_objective,
-        np.zeros(2, np.float32),
-        OPTIMIZER,
-        jax.random.split(jax.random.key(3), 4),
-        GOALS,
-        in_axes=(None, 0),
-        num_steps=num_steps,
-        directory=directory,
-        every=15,
-        **kwargs,
+        *_inputs(), in_axes=(None, 0), num_steps=num_steps, directory=directory, every=15, **kwargs
     )
 
 
 def _plain_population(num_steps):
     """The same population without checkpoints, on one device."""
-    return vj.fit_population(
-        _goal_objective,
-        np.zeros(2, np.float32),
-        OPTIMIZER,
-        jax.random.split(jax.random.key(3), 4),
-        GOALS,
-        in_axes=(None, 0),
-        num_steps=num_steps,
-        progress=False,
-    )
+    return vj.fit_population(*_inputs(), in_axes=(None, 0), num_steps=num_steps, progress=False)
 
 
 def test_a_population_resumes_from_its_checkpoint_exactly(tmp_path, capsys):
